@@ -1,0 +1,459 @@
+//! Room membership and broadcast: the [`Adapter`] trait a cluster adapter implements, and
+//! [`LocalAdapter`], the in-memory index every node keeps of its own sockets.
+//!
+//! A broadcast is encoded once into an [`EncodedPacket`] whose frames are shared (reference
+//! counted) by every recipient. Recipients are snapshotted under a read lock and the lock is
+//! released before any frame is queued, so joins and leaves never wait on a fan-out.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde_json::Value;
+use smallvec::SmallVec;
+use tokio::sync::mpsc;
+
+use ferrio_proto::socket::Packet;
+
+use crate::engine::Frame;
+use crate::socket::AckWaiter;
+use crate::{Payload, Sid, Socket};
+
+/// A room name. Cheap to clone.
+pub type Room = Arc<str>;
+
+/// Anything that names one or more rooms.
+pub trait IntoRooms {
+    fn into_rooms(self) -> SmallVec<[Room; 1]>;
+}
+
+impl IntoRooms for &str {
+    fn into_rooms(self) -> SmallVec<[Room; 1]> {
+        smallvec::smallvec![Room::from(self)]
+    }
+}
+impl IntoRooms for String {
+    fn into_rooms(self) -> SmallVec<[Room; 1]> {
+        smallvec::smallvec![Room::from(self)]
+    }
+}
+impl IntoRooms for Room {
+    fn into_rooms(self) -> SmallVec<[Room; 1]> {
+        smallvec::smallvec![self]
+    }
+}
+impl IntoRooms for Sid {
+    fn into_rooms(self) -> SmallVec<[Room; 1]> {
+        smallvec::smallvec![Room::from(self.as_str())]
+    }
+}
+impl<T: IntoRooms> IntoRooms for Vec<T> {
+    fn into_rooms(self) -> SmallVec<[Room; 1]> {
+        self.into_iter().flat_map(IntoRooms::into_rooms).collect()
+    }
+}
+impl<T: IntoRooms + Clone> IntoRooms for &[T] {
+    fn into_rooms(self) -> SmallVec<[Room; 1]> {
+        self.iter().cloned().flat_map(IntoRooms::into_rooms).collect()
+    }
+}
+impl<T: IntoRooms, const N: usize> IntoRooms for [T; N] {
+    fn into_rooms(self) -> SmallVec<[Room; 1]> {
+        self.into_iter().flat_map(IntoRooms::into_rooms).collect()
+    }
+}
+
+/// A Socket.IO packet and its wire frames, encoded once.
+#[derive(Debug, Clone)]
+pub struct EncodedPacket {
+    packet: Packet,
+    frames: SmallVec<[Frame; 1]>,
+}
+
+impl EncodedPacket {
+    /// Encodes `packet` (the Engine.IO `message` text, then one binary frame per attachment).
+    pub fn new(packet: Packet) -> Self {
+        let mut text = String::with_capacity(64);
+        text.push('4');
+        packet.encode_into(&mut text);
+        let mut frames = SmallVec::with_capacity(1 + packet.attachments.len());
+        frames.push(Frame::text(text));
+        frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
+        Self { packet, frames }
+    }
+
+    /// An EVENT packet for `event` with `payload`.
+    pub fn event(nsp: &str, event: &str, payload: Payload, id: Option<u64>) -> Self {
+        let mut data = Vec::with_capacity(payload.args.len() + 1);
+        data.push(Value::from(event));
+        data.extend(payload.args);
+        Self::new(Packet::event(nsp, Value::Array(data), payload.attachments, id))
+    }
+
+    /// The packet, as cluster adapters re-encode it for other nodes.
+    pub fn packet(&self) -> &Packet {
+        &self.packet
+    }
+
+    pub(crate) fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+}
+
+/// Flags of a broadcast.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BroadcastFlags {
+    /// May be dropped for recipients not ready to receive it.
+    pub volatile: bool,
+    /// Only this node's sockets (cluster adapters do not forward it).
+    pub local: bool,
+    /// How long to wait for acknowledgements, for broadcasts that expect them.
+    pub timeout: Option<Duration>,
+}
+
+/// Who a broadcast reaches: sockets in any of `rooms` (all sockets when empty), minus those
+/// in any of `except`.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastOptions {
+    pub rooms: SmallVec<[Room; 1]>,
+    pub except: SmallVec<[Room; 1]>,
+    pub flags: BroadcastFlags,
+}
+
+/// A failure of a cluster-wide operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdapterError {
+    /// Other nodes could not be reached; local delivery happened.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// Not every node answered in time.
+    #[error("cluster request timed out")]
+    Timeout,
+}
+
+/// A boxed future, as cluster-wide adapter operations return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A socket as seen by `fetch_sockets`, on this node or another.
+#[derive(Debug, Clone)]
+pub struct SocketInfo {
+    pub id: Sid,
+    pub rooms: Vec<Room>,
+    pub data: Value,
+    /// Set for sockets on this node.
+    pub local: Option<Socket>,
+}
+
+/// Room membership and broadcast for one namespace.
+///
+/// The default methods work on this node alone through [`Adapter::local`]; a cluster adapter
+/// overrides the ones that must reach other nodes and calls the local index for its own
+/// sockets. Registering and indexing local sockets always goes through the local index.
+pub trait Adapter: Send + Sync + 'static {
+    /// This node's index.
+    fn local(&self) -> &LocalAdapter;
+
+    /// Adds a socket to rooms.
+    fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
+        self.local().add_all(sid, rooms);
+    }
+
+    /// Removes a socket from a room.
+    fn del(&self, sid: Sid, room: &Room) {
+        self.local().del(sid, room);
+    }
+
+    /// Removes a socket from every room.
+    fn del_all(&self, sid: Sid) {
+        self.local().del_all(sid);
+    }
+
+    /// The rooms a local socket is in (its own id excluded).
+    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
+        self.local().socket_rooms(sid)
+    }
+
+    /// Delivers a packet; returns how many local sockets it was queued for.
+    fn broadcast(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Result<usize, AdapterError> {
+        Ok(self.local().broadcast(packet, opts))
+    }
+
+    /// Delivers a packet that expects acknowledgements; every answer is sent on `acks`.
+    /// Returns how many recipients were reached, i.e. how many answers to wait for.
+    fn broadcast_with_ack(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+        acks: mpsc::UnboundedSender<(Sid, Payload)>,
+    ) -> BoxFuture<'_, Result<usize, AdapterError>> {
+        let n = self.local().broadcast_with_ack(packet, opts, acks);
+        Box::pin(async move { Ok(n) })
+    }
+
+    /// The sockets a selection matches, on every node.
+    fn fetch_sockets(&self, opts: BroadcastOptions) -> BoxFuture<'_, Result<Vec<SocketInfo>, AdapterError>> {
+        let sockets = self.local().fetch_sockets(&opts);
+        Box::pin(async move { Ok(sockets) })
+    }
+
+    /// Makes the selected sockets join `rooms`, on every node.
+    fn add_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: Vec<Room>,
+    ) -> BoxFuture<'_, Result<(), AdapterError>> {
+        for socket in self.local().select(&opts) {
+            socket.join(rooms.clone());
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Makes the selected sockets leave `rooms`, on every node.
+    fn del_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: Vec<Room>,
+    ) -> BoxFuture<'_, Result<(), AdapterError>> {
+        for socket in self.local().select(&opts) {
+            for room in &rooms {
+                socket.leave(room.clone());
+            }
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Disconnects the selected sockets, on every node.
+    fn disconnect_sockets(
+        &self,
+        opts: BroadcastOptions,
+        close: bool,
+    ) -> BoxFuture<'_, Result<(), AdapterError>> {
+        for socket in self.local().select(&opts) {
+            socket.disconnect(close);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Every room with at least one member, on every node (socket-id rooms excluded).
+    fn all_rooms(&self) -> BoxFuture<'_, Result<HashSet<Room>, AdapterError>> {
+        let rooms = self.local().rooms();
+        Box::pin(async move { Ok(rooms) })
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    socket: Socket,
+    rooms: SmallVec<[Room; 2]>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    sockets: HashMap<Sid, Entry>,
+    rooms: HashMap<Room, HashSet<Sid>>,
+}
+
+impl Index {
+    /// Members of `room`: a named room, or a socket's own room (its id).
+    fn members<'a>(&'a self, room: &Room) -> impl Iterator<Item = Sid> + 'a {
+        let named = self.rooms.get(room).into_iter().flatten().copied();
+        let own = room
+            .parse::<Sid>()
+            .ok()
+            .filter(|sid| self.sockets.contains_key(sid));
+        named.chain(own)
+    }
+
+    fn excluded(&self, except: &[Room]) -> HashSet<Sid> {
+        except.iter().flat_map(|r| self.members(r)).collect()
+    }
+}
+
+/// The in-memory index of one namespace's sockets on this node, and local delivery.
+#[derive(Debug, Default)]
+pub struct LocalAdapter {
+    index: RwLock<Index>,
+}
+
+impl LocalAdapter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a connected socket (it is in its own room from now on).
+    pub(crate) fn add_socket(&self, socket: Socket) {
+        let sid = socket.id();
+        self.index.write().sockets.insert(
+            sid,
+            Entry {
+                socket,
+                rooms: SmallVec::new(),
+            },
+        );
+    }
+
+    /// Adds a local socket to rooms; unknown sockets are ignored.
+    pub fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
+        let mut index = self.index.write();
+        let Index {
+            sockets,
+            rooms: by_room,
+        } = &mut *index;
+        let Some(entry) = sockets.get_mut(&sid) else {
+            return;
+        };
+        for room in rooms {
+            if room.as_ref() == sid.as_str() || entry.rooms.contains(&room) {
+                continue;
+            }
+            by_room.entry(room.clone()).or_default().insert(sid);
+            entry.rooms.push(room);
+        }
+    }
+
+    /// Removes a local socket from a room.
+    pub fn del(&self, sid: Sid, room: &Room) {
+        let mut index = self.index.write();
+        let Index { sockets, rooms } = &mut *index;
+        if let Some(entry) = sockets.get_mut(&sid)
+            && let Some(pos) = entry.rooms.iter().position(|r| r == room)
+        {
+            entry.rooms.swap_remove(pos);
+            remove_member(rooms, room, sid);
+        }
+    }
+
+    /// Removes a local socket from every room and from the index.
+    pub fn del_all(&self, sid: Sid) {
+        let mut index = self.index.write();
+        let Index { sockets, rooms } = &mut *index;
+        if let Some(entry) = sockets.remove(&sid) {
+            for room in &entry.rooms {
+                remove_member(rooms, room, sid);
+            }
+        }
+    }
+
+    /// The rooms a local socket is in (its own id excluded).
+    pub fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
+        self.index
+            .read()
+            .sockets
+            .get(&sid)
+            .map(|e| e.rooms.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Every named room with a local member.
+    pub fn rooms(&self) -> HashSet<Room> {
+        self.index.read().rooms.keys().cloned().collect()
+    }
+
+    /// Whether a named room has a local member.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.index.read().rooms.contains_key(room)
+    }
+
+    /// How many local sockets are connected.
+    pub fn socket_count(&self) -> usize {
+        self.index.read().sockets.len()
+    }
+
+    /// How many named rooms have local members.
+    pub fn room_count(&self) -> usize {
+        self.index.read().rooms.len()
+    }
+
+    /// The local sockets a selection matches, each once.
+    pub fn select(&self, opts: &BroadcastOptions) -> Vec<Socket> {
+        let index = self.index.read();
+        let excluded = index.excluded(&opts.except);
+        let keep = |sid: &Sid| !excluded.contains(sid);
+        if opts.rooms.is_empty() {
+            return index
+                .sockets
+                .iter()
+                .filter(|(sid, _)| keep(sid))
+                .map(|(_, e)| e.socket.clone())
+                .collect();
+        }
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let single = opts.rooms.len() == 1;
+        for room in &opts.rooms {
+            for sid in index.members(room) {
+                if keep(&sid)
+                    && (single || seen.insert(sid))
+                    && let Some(entry) = index.sockets.get(&sid)
+                {
+                    out.push(entry.socket.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Queues `packet` for every matching local socket; returns how many.
+    pub fn broadcast(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> usize {
+        let recipients = self.select(opts);
+        let volatile = opts.flags.volatile;
+        recipients
+            .iter()
+            .filter(|s| s.deliver(packet, volatile).is_ok())
+            .count()
+    }
+
+    /// Like [`LocalAdapter::broadcast`], registering each recipient's acknowledgement.
+    pub fn broadcast_with_ack(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+        acks: mpsc::UnboundedSender<(Sid, Payload)>,
+    ) -> usize {
+        let Some(id) = packet.packet().id else {
+            return self.broadcast(packet, opts);
+        };
+        let recipients = self.select(opts);
+        let mut reached = 0;
+        for socket in recipients {
+            socket.register_ack(id, AckWaiter::Many(acks.clone()));
+            if socket.deliver(packet, opts.flags.volatile).is_ok() {
+                reached += 1;
+            } else {
+                socket.unregister_ack(id);
+            }
+        }
+        reached
+    }
+
+    /// The matching local sockets, described.
+    pub fn fetch_sockets(&self, opts: &BroadcastOptions) -> Vec<SocketInfo> {
+        self.select(opts)
+            .into_iter()
+            .map(|socket| SocketInfo {
+                id: socket.id(),
+                rooms: socket.rooms(),
+                data: socket.data(),
+                local: Some(socket),
+            })
+            .collect()
+    }
+}
+
+fn remove_member(rooms: &mut HashMap<Room, HashSet<Sid>>, room: &Room, sid: Sid) {
+    if let Some(members) = rooms.get_mut(room) {
+        members.remove(&sid);
+        if members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+}
+
+impl Adapter for LocalAdapter {
+    fn local(&self) -> &LocalAdapter {
+        self
+    }
+}

@@ -1,0 +1,143 @@
+//! Room events a client can use with no backend: `join`, `leave` and `publish`.
+//!
+//! Each answers its acknowledgement with `{"ok":true}` or `{"ok":false,"error":"<reason>"}`;
+//! bad arguments never crash anything or vanish silently. A [`RoomPolicy`] decides who may
+//! join and publish where.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use ferrio_proto::socket::RESERVED_EVENTS;
+
+use crate::{Event, NamespaceBuilder, Payload, Socket};
+
+/// Longest room or event name the built-in events accept, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Decides what a socket may do with the built-in room events. Everything is allowed by
+/// default.
+pub trait RoomPolicy: Send + Sync + 'static {
+    /// Whether `socket` may join `room`.
+    fn may_join(&self, _socket: &Socket, _room: &str) -> bool {
+        true
+    }
+
+    /// Whether `socket` may publish to `room`.
+    fn may_publish(&self, _socket: &Socket, _room: &str) -> bool {
+        true
+    }
+}
+
+/// Allows everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenRooms;
+
+impl RoomPolicy for OpenRooms {}
+
+/// The built-in `join`, `leave` and `publish` events.
+#[derive(Clone)]
+pub struct RoomEvents {
+    policy: Arc<dyn RoomPolicy>,
+}
+
+impl fmt::Debug for RoomEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomEvents").finish_non_exhaustive()
+    }
+}
+
+impl Default for RoomEvents {
+    fn default() -> Self {
+        Self::new(OpenRooms)
+    }
+}
+
+fn ok() -> Value {
+    json!({ "ok": true })
+}
+
+fn failure(reason: &str) -> Value {
+    json!({ "ok": false, "error": reason })
+}
+
+fn room_name(value: Option<&Value>) -> Result<&str, &'static str> {
+    match value {
+        Some(Value::String(s)) if s.is_empty() => Err("room must not be empty"),
+        Some(Value::String(s)) if s.len() > MAX_NAME_LEN => Err("room name too long"),
+        Some(Value::String(s)) => Ok(s),
+        _ => Err("room must be a string"),
+    }
+}
+
+impl RoomEvents {
+    /// Room events governed by `policy`.
+    pub fn new(policy: impl RoomPolicy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// Adds the three events to a namespace.
+    pub fn install(self, ns: NamespaceBuilder) -> NamespaceBuilder {
+        let join = self.clone();
+        let publish = self.clone();
+        ns.on("join", move |socket, mut event| {
+            let answer = join.join(socket, &event);
+            event.ack(answer);
+        })
+        .on("leave", |socket, mut event| {
+            let answer = match room_name(event.args().first()) {
+                Ok(room) => {
+                    socket.leave(room);
+                    ok()
+                }
+                Err(reason) => failure(reason),
+            };
+            event.ack(answer);
+        })
+        .on("publish", move |socket, mut event| {
+            let answer = publish.publish(socket, &event);
+            event.ack(answer);
+        })
+    }
+
+    fn join(&self, socket: &Socket, event: &Event) -> Value {
+        match room_name(event.args().first()) {
+            Ok(room) if self.policy.may_join(socket, room) => {
+                socket.join(room);
+                ok()
+            }
+            Ok(_) => failure("forbidden"),
+            Err(reason) => failure(reason),
+        }
+    }
+
+    fn publish(&self, socket: &Socket, event: &Event) -> Value {
+        let Some(Value::Object(msg)) = event.args().first() else {
+            return failure("expected {room, event, data}");
+        };
+        let room = match room_name(msg.get("room")) {
+            Ok(room) => room,
+            Err(reason) => return failure(reason),
+        };
+        let name = match msg.get("event") {
+            Some(Value::String(e)) if e.is_empty() => return failure("event must not be empty"),
+            Some(Value::String(e)) if e.len() > MAX_NAME_LEN => return failure("event name too long"),
+            Some(Value::String(e)) if RESERVED_EVENTS.contains(&e.as_str()) => {
+                return failure("reserved event name");
+            }
+            Some(Value::String(e)) => e,
+            _ => return failure("event must be a string"),
+        };
+        if !self.policy.may_publish(socket, room) {
+            return failure("forbidden");
+        }
+        let data = msg.get("data").cloned().unwrap_or(Value::Null);
+        match socket.to(room).emit(name, Payload::from(data)) {
+            Ok(_) => ok(),
+            Err(_) => failure("unavailable"),
+        }
+    }
+}

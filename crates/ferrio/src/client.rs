@@ -1,0 +1,255 @@
+//! The Socket.IO layer of one connection: decodes packets (reassembling binary ones),
+//! enforces the namespace state rules of the reference, connects namespaces through their
+//! hooks and dispatches events to sockets. Runs inside the connection's driver task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use smallvec::SmallVec;
+use tokio::time::Instant;
+
+use ferrio_proto::engine::Data;
+use ferrio_proto::socket::{Decoder, Packet, PacketType};
+
+use crate::adapter::EncodedPacket;
+use crate::engine::{CloseReason, Connection, Control, NamespaceConnect, SessionHandler};
+use crate::io::IoShared;
+use crate::namespace::ConnectRequest;
+use crate::socket::{Accepted, DisconnectReason};
+use crate::{AckSender, Event, Handshake, Namespace, Payload, Socket};
+
+enum Slot {
+    /// The connect hook is running; any other packet for this namespace breaks the rules.
+    Connecting,
+    Connected(Socket),
+}
+
+pub(crate) struct Client {
+    io: Arc<IoShared>,
+    handshake: Arc<Handshake>,
+    decoder: Decoder,
+    nsps: SmallVec<[(Arc<str>, Slot); 1]>,
+    /// A session must connect a namespace before this.
+    connect_deadline: Option<Instant>,
+    /// A binary packet must receive all its attachments before this.
+    attachment_deadline: Option<Instant>,
+    attachment_timeout: Duration,
+}
+
+impl Client {
+    pub(crate) fn new(io: Arc<IoShared>, handshake: Arc<Handshake>) -> Self {
+        let config = &io.config;
+        Self {
+            decoder: Decoder::new(config.max_attachments),
+            connect_deadline: Some(Instant::now() + config.connect_timeout),
+            attachment_deadline: None,
+            attachment_timeout: config.ping_timeout,
+            io,
+            handshake,
+            nsps: SmallVec::new(),
+        }
+    }
+
+    fn slot(&self, nsp: &str) -> Option<usize> {
+        self.nsps.iter().position(|(n, _)| n.as_ref() == nsp)
+    }
+
+    fn on_packet(&mut self, conn: &Arc<Connection>, packet: Packet) -> Result<(), CloseReason> {
+        let slot = self.slot(&packet.nsp);
+        match (packet.kind, slot) {
+            (PacketType::Connect, None) => {
+                self.connect(conn, packet);
+                Ok(())
+            }
+            // A second CONNECT, a packet for a namespace not (yet) connected, or a
+            // CONNECT_ERROR from a client: the reference closes the connection.
+            (PacketType::Connect | PacketType::ConnectError, _) | (_, None) => Err(CloseReason::ParseError),
+            (_, Some(i)) => {
+                let Slot::Connected(socket) = &self.nsps[i].1 else {
+                    return Err(CloseReason::ParseError);
+                };
+                let socket = socket.clone();
+                if !socket.connected() {
+                    // Removed by the server meanwhile: the client breaks the state rules.
+                    self.nsps.remove(i);
+                    return Err(CloseReason::ParseError);
+                }
+                self.on_socket_packet(&socket, packet, i);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_socket_packet(&mut self, socket: &Socket, packet: Packet, slot: usize) {
+        match packet.kind {
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(name) = packet.event_name().map(|n| n.into_owned()) else {
+                    // `42` with no data is an event without a name: nothing to dispatch.
+                    return;
+                };
+                let mut args = match packet.data {
+                    Some(Value::Array(args)) => args,
+                    _ => Vec::new(),
+                };
+                if !args.is_empty() {
+                    args.remove(0);
+                }
+                let event = Event {
+                    name,
+                    payload: Payload {
+                        args,
+                        attachments: packet.attachments,
+                    },
+                    ack: packet.id.map(|id| AckSender {
+                        socket: socket.clone(),
+                        id,
+                    }),
+                };
+                socket.ns().dispatch(socket, event);
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                if let Some(id) = packet.id {
+                    let args = match packet.data {
+                        Some(Value::Array(args)) => args,
+                        _ => Vec::new(),
+                    };
+                    socket.on_ack(
+                        id,
+                        Payload {
+                            args,
+                            attachments: packet.attachments,
+                        },
+                    );
+                }
+            }
+            PacketType::Disconnect => {
+                self.nsps.remove(slot);
+                socket.on_disconnect(DisconnectReason::ClientNamespaceDisconnect);
+            }
+            PacketType::Connect | PacketType::ConnectError => {}
+        }
+    }
+
+    fn connect(&mut self, conn: &Arc<Connection>, packet: Packet) {
+        let auth = packet.data.unwrap_or_else(|| json!({}));
+        let Some(ns) = self.io.namespace_for(&packet.nsp) else {
+            let reply = Packet::connect_error(packet.nsp, json!({ "message": "Invalid namespace" }));
+            let _ = conn.push(EncodedPacket::new(reply).frames(), false);
+            return;
+        };
+        match ns.handlers().connect_hook.clone() {
+            None => self.finish_connect(conn, ns, auth, Accepted::default()),
+            Some(hook) => {
+                let nsp = ns.name_arc().clone();
+                self.nsps.push((nsp.clone(), Slot::Connecting));
+                let request = ConnectRequest {
+                    nsp: nsp.clone(),
+                    auth: auth.clone(),
+                    handshake: self.handshake.clone(),
+                };
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    let outcome = hook(request).await;
+                    // The session may be gone meanwhile; then nothing is left to accept.
+                    let _ = conn.control(Control::NamespaceConnect(NamespaceConnect { nsp, auth, outcome }));
+                });
+            }
+        }
+    }
+
+    fn finish_connect(&mut self, conn: &Arc<Connection>, ns: Namespace, auth: Value, accepted: Accepted) {
+        let socket = Socket::new(ns.clone(), conn.clone(), self.handshake.clone(), auth, accepted);
+        ns.register(&socket);
+        let nsp = ns.name_arc().clone();
+        match self.slot(&nsp) {
+            Some(i) => self.nsps[i].1 = Slot::Connected(socket.clone()),
+            None => self.nsps.push((nsp, Slot::Connected(socket.clone()))),
+        }
+        self.connect_deadline = None;
+        let reply = Packet::connect(ns.name(), Some(json!({ "sid": socket.id().as_str() })));
+        if conn.push(EncodedPacket::new(reply).frames(), false).is_err() {
+            socket.on_disconnect(DisconnectReason::Transport(CloseReason::TransportClose));
+            return;
+        }
+        tracing::debug!(ns = %ns.name(), "socket connected");
+        ns.run_connect_handlers(&socket);
+    }
+}
+
+impl SessionHandler for Client {
+    fn on_message(&mut self, conn: &Arc<Connection>, data: Data<'_>) -> Result<(), CloseReason> {
+        let decoded = match data {
+            Data::Text(text) => self.decoder.decode_text(text),
+            Data::Binary(bytes) => self.decoder.decode_binary(Bytes::copy_from_slice(&bytes)),
+        };
+        match decoded {
+            Err(e) => {
+                tracing::debug!(error = %e, "invalid socket.io packet");
+                Err(CloseReason::ParseError)
+            }
+            Ok(None) => {
+                if self.attachment_deadline.is_none() {
+                    self.attachment_deadline = Some(Instant::now() + self.attachment_timeout);
+                }
+                Ok(())
+            }
+            Ok(Some(packet)) => {
+                self.attachment_deadline = None;
+                self.on_packet(conn, packet)
+            }
+        }
+    }
+
+    fn on_namespace_connect(&mut self, conn: &Arc<Connection>, result: NamespaceConnect) {
+        let Some(i) = self.slot(&result.nsp) else { return };
+        if !matches!(self.nsps[i].1, Slot::Connecting) {
+            return;
+        }
+        match result.outcome {
+            Ok(accepted) => {
+                if let Some(ns) = self.io.namespace_for(&result.nsp) {
+                    self.finish_connect(conn, ns, result.auth, accepted);
+                } else {
+                    self.nsps.remove(i);
+                }
+            }
+            Err(refusal) => {
+                self.nsps.remove(i);
+                let reply = Packet::connect_error(result.nsp.as_ref(), refusal.to_json());
+                let _ = conn.push(EncodedPacket::new(reply).frames(), false);
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match (self.connect_deadline, self.attachment_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_deadline(&mut self, _conn: &Arc<Connection>, now: Instant) -> Result<(), CloseReason> {
+        if self.attachment_deadline.is_some_and(|d| now >= d) {
+            tracing::debug!("binary packet never completed");
+            return Err(CloseReason::ParseError);
+        }
+        if self.connect_deadline.is_some_and(|d| now >= d) {
+            self.connect_deadline = None;
+            if !self.nsps.iter().any(|(_, s)| matches!(s, Slot::Connected(_))) {
+                tracing::debug!("no namespace connected in time");
+                return Err(CloseReason::ForcedClose);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, _conn: &Arc<Connection>, reason: CloseReason) {
+        for (_, slot) in self.nsps.drain(..) {
+            if let Slot::Connected(socket) = slot {
+                socket.on_disconnect(DisconnectReason::Transport(reason));
+            }
+        }
+    }
+}

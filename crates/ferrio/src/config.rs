@@ -1,0 +1,116 @@
+//! Server options, with the reference's defaults.
+
+use std::time::Duration;
+
+/// The transports a server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    pub polling: bool,
+    pub websocket: bool,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Self {
+            polling: true,
+            websocket: true,
+        }
+    }
+}
+
+impl Transports {
+    /// Parses a comma-separated list such as `polling,websocket`.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut t = Self {
+            polling: false,
+            websocket: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "polling" => t.polling = true,
+                "websocket" => t.websocket = true,
+                other => return Err(format!("unknown transport {other:?}")),
+            }
+        }
+        if !t.polling && !t.websocket {
+            return Err("at least one transport is required".into());
+        }
+        Ok(t)
+    }
+}
+
+/// Cross-origin policy for HTTP long-polling (WebSocket upgrades are not subject to CORS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// No CORS headers (the reference's default).
+    #[default]
+    Off,
+    /// `Access-Control-Allow-Origin: *` (credentials cannot be combined with it).
+    Any,
+    /// Echo the request's Origin when it is in this list.
+    Origins { allowed: Vec<String>, credentials: bool },
+}
+
+/// Options of a ferrio server. Defaults match the reference server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The path prefix, with leading and trailing slash (default `/socket.io/`).
+    pub path: String,
+    /// How often the server pings (default 25 s).
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the session closes (default 20 s).
+    pub ping_timeout: Duration,
+    /// Largest WebSocket message or polling body, in bytes (default 1,000,000).
+    pub max_payload: usize,
+    /// How long a session may stay without a connected namespace (default 45 s).
+    pub connect_timeout: Duration,
+    /// How long a polling to WebSocket upgrade may take (default 10 s).
+    pub upgrade_timeout: Duration,
+    /// Which transports are accepted.
+    pub transports: Transports,
+    /// Whether polling sessions may upgrade to WebSocket (default true).
+    pub allow_upgrades: bool,
+    /// Most binary attachments per packet (default 10).
+    pub max_attachments: usize,
+    /// Outgoing queue bound per connection, in packets (default 4096).
+    pub max_queued_packets: usize,
+    /// Outgoing queue bound per connection, in bytes (default 8 MiB).
+    pub max_queued_bytes: usize,
+    /// Default timeout of emits that wait for an ack (default 10 s).
+    pub ack_timeout: Duration,
+    /// CORS policy for long-polling.
+    pub cors: Cors,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            path: "/socket.io/".into(),
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            connect_timeout: Duration::from_millis(45_000),
+            upgrade_timeout: Duration::from_millis(10_000),
+            transports: Transports::default(),
+            allow_upgrades: true,
+            max_attachments: 10,
+            max_queued_packets: 4096,
+            max_queued_bytes: 8 << 20,
+            ack_timeout: Duration::from_secs(10),
+            cors: Cors::Off,
+        }
+    }
+}
+
+impl Config {
+    /// Normalises `path` to `/segment/` form.
+    pub(crate) fn normalized(mut self) -> Self {
+        let trimmed = self.path.trim_matches('/');
+        self.path = if trimmed.is_empty() {
+            "/".into()
+        } else {
+            format!("/{trimmed}/")
+        };
+        self
+    }
+}

@@ -1,0 +1,637 @@
+//! One task per Engine.IO session. It owns the transport (long-polling requests or a
+//! WebSocket), the heartbeat, the upgrade and the session's upper layer, and runs them in a
+//! single poll loop: reads keep flowing while a write waits on a slow peer, and every
+//! deadline fires from one timer.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrio_proto::engine::{self as eio, Data, PayloadEncoder};
+use ferrio_proto::session::{Heartbeat, HeartbeatAction, TransportState};
+use futures_util::{Sink, Stream};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::connection::{CloseReason, Connection, Control, Frame, PollReply, PostReply, TransportKind};
+use super::{Engine, SessionFactory, SessionHandler, WsStream};
+
+/// Messages read from one WebSocket before the driver looks at its other duties again.
+const READ_BUDGET: usize = 64;
+/// Frames handed to the WebSocket before it is flushed (bounded so one busy connection does
+/// not starve its own reads).
+const WRITE_BUDGET: usize = 256;
+/// Passes over all duties in one poll before yielding to other tasks.
+const MAX_ROUNDS: usize = 16;
+/// How long a closing polling session waits for the poll that carries the close packet.
+const POLL_CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// How long a graceful WebSocket close may take to flush.
+const WS_CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+enum Transport {
+    Polling {
+        parked: Option<oneshot::Sender<PollReply>>,
+    },
+    WebSocket(WsSide),
+}
+
+struct WsSide {
+    ws: Box<WsStream>,
+    /// Frames taken from the outbox, not yet handed to the WebSocket.
+    pending: VecDeque<Frame>,
+    needs_flush: bool,
+}
+
+enum Phase {
+    Running,
+    /// Flushing what was queued before a graceful close, until the deadline.
+    Closing {
+        deadline: Instant,
+    },
+}
+
+pub(crate) struct Driver<F: SessionFactory> {
+    engine: Arc<Engine<F>>,
+    conn: Arc<Connection>,
+    handler: F::Handler,
+    transport: Transport,
+    state: TransportState,
+    /// A WebSocket that is probing for an upgrade.
+    probe: Option<WsSide>,
+    heartbeat: Heartbeat,
+    timer: Pin<Box<Sleep>>,
+    phase: Phase,
+}
+
+impl<F: SessionFactory> Driver<F> {
+    pub(crate) fn polling(engine: Arc<Engine<F>>, conn: Arc<Connection>, handler: F::Handler) -> Self {
+        Self::new(
+            engine,
+            conn,
+            handler,
+            Transport::Polling { parked: None },
+            TransportState::Polling,
+        )
+    }
+
+    pub(crate) fn websocket(
+        engine: Arc<Engine<F>>,
+        conn: Arc<Connection>,
+        handler: F::Handler,
+        ws: WsStream,
+    ) -> Self {
+        let side = WsSide {
+            ws: Box::new(ws),
+            pending: VecDeque::new(),
+            needs_flush: false,
+        };
+        Self::new(
+            engine,
+            conn,
+            handler,
+            Transport::WebSocket(side),
+            TransportState::WebSocket,
+        )
+    }
+
+    fn new(
+        engine: Arc<Engine<F>>,
+        conn: Arc<Connection>,
+        handler: F::Handler,
+        transport: Transport,
+        state: TransportState,
+    ) -> Self {
+        let now = Instant::now();
+        let heartbeat = Heartbeat::new(
+            now.into_std(),
+            engine.config.ping_interval,
+            engine.config.ping_timeout,
+        );
+        Self {
+            engine,
+            conn,
+            handler,
+            transport,
+            state,
+            probe: None,
+            heartbeat,
+            timer: Box::pin(tokio::time::sleep_until(now + Duration::from_secs(3600))),
+            phase: Phase::Running,
+        }
+    }
+
+    /// Queues a text packet of the engine itself (ping, noop, probe answers go elsewhere).
+    fn send_control_packet(&self, text: &'static str) {
+        let _ = self.conn.push(&[Frame::text(text)], false);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                at = Some(at.map_or(d, |a| a.min(d)));
+            }
+        };
+        match self.phase {
+            Phase::Running => {
+                consider(self.heartbeat.deadline().map(Instant::from_std));
+                consider(
+                    self.state
+                        .upgrade_deadline(self.engine.config.upgrade_timeout)
+                        .map(Instant::from_std),
+                );
+                consider(self.handler.deadline());
+            }
+            Phase::Closing { deadline, .. } => consider(Some(deadline)),
+        }
+        at
+    }
+
+    /// Runs timers; returns a close reason when one expired fatally.
+    fn on_timers(&mut self, now: Instant) -> Result<(), CloseReason> {
+        if let Phase::Closing { deadline, .. } = self.phase {
+            if now >= deadline {
+                return Err(CloseReason::TransportClose);
+            }
+            return Ok(());
+        }
+        match self.heartbeat.poll(now.into_std()) {
+            Some(HeartbeatAction::SendPing) => self.send_control_packet("2"),
+            Some(HeartbeatAction::TimedOut) => return Err(CloseReason::PingTimeout),
+            None => {}
+        }
+        if let Some(deadline) = self.state.upgrade_deadline(self.engine.config.upgrade_timeout)
+            && now.into_std() >= deadline
+        {
+            self.abort_probe();
+        }
+        if self.handler.deadline().is_some_and(|d| now >= d) {
+            self.handler.on_deadline(&self.conn, now)?;
+        }
+        Ok(())
+    }
+
+    fn abort_probe(&mut self) {
+        self.probe = None;
+        self.state = self.state.on_probe_failed();
+    }
+
+    /// One Engine.IO packet from the peer, on the current transport.
+    fn on_packet(&mut self, packet: eio::Packet<'_>) -> Result<(), CloseReason> {
+        match packet {
+            eio::Packet::Message(data) => self.handler.on_message(&self.conn, data),
+            eio::Packet::Pong(_) => {
+                self.heartbeat.on_pong(Instant::now().into_std());
+                Ok(())
+            }
+            eio::Packet::Close => Err(CloseReason::TransportClose),
+            // A v4 client never pings, and open/upgrade/noop mean nothing from a peer here.
+            eio::Packet::Ping(_) | eio::Packet::Open(_) | eio::Packet::Upgrade | eio::Packet::Noop => {
+                Err(CloseReason::ParseError)
+            }
+        }
+    }
+
+    fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
+        match control {
+            Control::Poll(reply) => self.on_poll(reply),
+            Control::Post(body, reply) => {
+                let result = self.on_post(&body);
+                let _ = reply.send(PostReply::Ok);
+                result
+            }
+            Control::WebSocket(ws) => {
+                self.on_websocket(*ws);
+                Ok(())
+            }
+            Control::NamespaceConnect(c) => {
+                self.handler.on_namespace_connect(&self.conn, c);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_poll(&mut self, reply: oneshot::Sender<PollReply>) -> Result<(), CloseReason> {
+        let Transport::Polling { parked } = &mut self.transport else {
+            let _ = reply.send(PollReply::BadRequest);
+            return Ok(());
+        };
+        if let Some(first) = parked.take() {
+            // Overlapping polls: the reference ends the first with a close packet, refuses the
+            // second, and the session is over.
+            let _ = first.send(PollReply::Payload(b"1".to_vec()));
+            let _ = reply.send(PollReply::BadRequest);
+            return Err(CloseReason::TransportError);
+        }
+        if self.state.is_probed() && !self.conn.has_frames() {
+            // Release the client's poll so it can finish the upgrade.
+            let _ = reply.send(PollReply::Payload(b"6".to_vec()));
+            return Ok(());
+        }
+        *parked = Some(reply);
+        Ok(())
+    }
+
+    fn on_post(&mut self, body: &Bytes) -> Result<(), CloseReason> {
+        let text = std::str::from_utf8(body).map_err(|_| CloseReason::ParseError)?;
+        let packets = eio::decode_payload(text).map_err(|_| CloseReason::ParseError)?;
+        for packet in packets {
+            self.on_packet(packet)?;
+        }
+        Ok(())
+    }
+
+    fn on_websocket(&mut self, ws: WsStream) {
+        match self.state.on_websocket_opened(Instant::now().into_std()) {
+            Ok(next) if matches!(self.transport, Transport::Polling { .. }) => {
+                self.state = next;
+                self.probe = Some(WsSide {
+                    ws: Box::new(ws),
+                    pending: VecDeque::new(),
+                    needs_flush: false,
+                });
+            }
+            // A second WebSocket for this session: closed at once, as the reference does.
+            _ => drop(ws),
+        }
+    }
+
+    /// Answers the parked poll with everything queued, if there is anything.
+    fn serve_parked_poll(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let Transport::Polling { parked } = &mut self.transport else {
+            return Ok(false);
+        };
+        let Some(reply) = parked.as_mut() else {
+            return Ok(false);
+        };
+        if reply.poll_closed(cx).is_ready() {
+            // The client gave up on its poll: the reference treats that as a dead transport.
+            *parked = None;
+            return Err(CloseReason::TransportClose);
+        }
+        let mut frames = VecDeque::new();
+        self.conn.take_frames(&mut frames);
+        if frames.is_empty() {
+            if self.state.is_probed() {
+                if let Some(reply) = parked.take() {
+                    let _ = reply.send(PollReply::Payload(b"6".to_vec()));
+                }
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let body = encode_payload(&frames);
+        if let Some(reply) = parked.take() {
+            let _ = reply.send(PollReply::Payload(body));
+        }
+        Ok(true)
+    }
+
+    /// Drives the probing WebSocket through `2probe` / `3probe` / `5`.
+    fn poll_probe(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(probe) = self.probe.as_mut() else {
+            return false;
+        };
+        let mut progressed = false;
+        if probe.needs_flush || !probe.pending.is_empty() {
+            match probe.poll_write(cx) {
+                Poll::Ready(Err(_)) => {
+                    self.abort_probe();
+                    return true;
+                }
+                Poll::Ready(Ok(())) => progressed = true,
+                Poll::Pending => {}
+            }
+        }
+        let Some(probe) = self.probe.as_mut() else {
+            return progressed;
+        };
+        let msg = match Pin::new(&mut probe.ws).poll_next(cx) {
+            Poll::Pending => return progressed,
+            Poll::Ready(Some(Ok(msg))) => msg,
+            Poll::Ready(_) => {
+                self.abort_probe();
+                return true;
+            }
+        };
+        match msg {
+            Message::Text(t) if t.as_str() == "2probe" => match self.state.on_probe() {
+                Ok(next) => {
+                    self.state = next;
+                    probe.pending.push_back(Frame::text("3probe"));
+                    // The parked poll is released with a noop on the next pass.
+                    self.conn.wake_self();
+                }
+                Err(_) => self.abort_probe(),
+            },
+            Message::Text(t) if t.as_str() == "5" => match self.state.on_upgrade() {
+                Ok(next) => {
+                    self.state = next;
+                    if let Some(probe) = self.probe.take() {
+                        if let Transport::Polling { parked } = &mut self.transport
+                            && let Some(reply) = parked.take()
+                        {
+                            let _ = reply.send(PollReply::Payload(b"6".to_vec()));
+                        }
+                        self.transport = Transport::WebSocket(probe);
+                        self.conn.set_transport(TransportKind::WebSocket);
+                    }
+                }
+                Err(_) => self.abort_probe(),
+            },
+            Message::Ping(_) | Message::Pong(_) => {}
+            // Anything else during the probe aborts the upgrade.
+            _ => self.abort_probe(),
+        }
+        true
+    }
+
+    /// Reads what the WebSocket has, within the budget.
+    fn poll_ws_read(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let mut progressed = false;
+        for _ in 0..READ_BUDGET {
+            let Transport::WebSocket(side) = &mut self.transport else {
+                return Ok(progressed);
+            };
+            let msg = match Pin::new(&mut side.ws).poll_next(cx) {
+                Poll::Pending => return Ok(progressed),
+                Poll::Ready(None) => return Err(CloseReason::TransportClose),
+                Poll::Ready(Some(Err(e))) => return Err(ws_error_reason(&e)),
+                Poll::Ready(Some(Ok(msg))) => msg,
+            };
+            progressed = true;
+            match msg {
+                Message::Text(text) => {
+                    let packet = eio::decode_text(text.as_str()).map_err(|_| CloseReason::ParseError)?;
+                    self.on_packet(packet)?;
+                }
+                Message::Binary(bytes) => {
+                    self.handler
+                        .on_message(&self.conn, Data::Binary(std::borrow::Cow::Borrowed(&bytes)))?;
+                }
+                Message::Close(_) => return Err(CloseReason::TransportClose),
+                // tungstenite answers pings itself; the answer goes out with the next flush.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                    side.needs_flush = true;
+                }
+            }
+        }
+        // Budget spent: come back after the other duties.
+        cx.waker().wake_by_ref();
+        Ok(progressed)
+    }
+
+    /// Moves queued frames to the WebSocket and flushes, without blocking on a slow peer.
+    fn poll_ws_write(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let Transport::WebSocket(side) = &mut self.transport else {
+            return Ok(false);
+        };
+        if side.pending.is_empty() {
+            self.conn.take_frames(&mut side.pending);
+        }
+        if side.pending.is_empty() && !side.needs_flush {
+            return Ok(false);
+        }
+        match side.poll_write(cx) {
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(e)) => Err(ws_error_reason(&e)),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    fn idle_writable(&self) -> bool {
+        match &self.transport {
+            Transport::Polling { parked } => parked.is_some(),
+            Transport::WebSocket(side) => side.pending.is_empty() && !side.needs_flush,
+        }
+    }
+
+    fn poll_running(&mut self, cx: &mut Context<'_>) -> Result<(), CloseReason> {
+        for _ in 0..MAX_ROUNDS {
+            if let Some(reason) = self.conn.close_requested() {
+                return Err(reason);
+            }
+            let mut progressed = false;
+            while let Some(control) = self.conn.take_control() {
+                self.on_control(control)?;
+                progressed = true;
+            }
+            progressed |= self.poll_probe(cx);
+            progressed |= self.poll_ws_read(cx)?;
+            progressed |= self.poll_ws_write(cx)?;
+            progressed |= self.serve_parked_poll(cx)?;
+            if self.poll_timer(cx)? {
+                progressed = true;
+            }
+            if !progressed {
+                self.conn.set_writable(self.idle_writable());
+                // A writer may have queued between our last look and the flag: look again.
+                if self.conn.has_frames() || self.conn.has_controls() || self.conn.close_requested().is_some()
+                {
+                    continue;
+                }
+                return Ok(());
+            }
+        }
+        // Still busy: yield to other tasks and come back.
+        cx.waker().wake_by_ref();
+        Ok(())
+    }
+
+    /// Arms the timer at the next deadline; returns whether a deadline was handled.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let Some(at) = self.next_deadline() else {
+            return Ok(false);
+        };
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.on_timers(Instant::now())?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Starts closing: the upper layer learns first, then the transport is flushed (graceful
+    /// reasons) or dropped.
+    fn begin_close(&mut self, reason: CloseReason) {
+        self.conn.close(reason);
+        self.handler.on_close(&self.conn, reason);
+        self.probe = None;
+        let graceful = reason.is_graceful();
+        match &mut self.transport {
+            Transport::Polling { parked } => {
+                if let Some(reply) = parked.take() {
+                    let body = if reason == CloseReason::TransportClose {
+                        // The peer closed: its pending poll is released with a noop.
+                        b"6".to_vec()
+                    } else {
+                        let mut frames = VecDeque::new();
+                        if graceful {
+                            self.conn.take_frames(&mut frames);
+                        }
+                        frames.push_back(Frame::text("1"));
+                        encode_payload(&frames)
+                    };
+                    let _ = reply.send(PollReply::Payload(body));
+                    self.phase = Phase::Closing {
+                        deadline: Instant::now(),
+                    };
+                } else if graceful {
+                    // The close packet goes out with the next poll, if it comes soon.
+                    self.phase = Phase::Closing {
+                        deadline: Instant::now() + POLL_CLOSE_GRACE,
+                    };
+                } else {
+                    self.phase = Phase::Closing {
+                        deadline: Instant::now(),
+                    };
+                }
+            }
+            Transport::WebSocket(side) => {
+                let deadline = if graceful {
+                    self.conn.take_frames(&mut side.pending);
+                    Instant::now() + WS_CLOSE_GRACE
+                } else {
+                    side.pending.clear();
+                    Instant::now()
+                };
+                self.phase = Phase::Closing { deadline };
+            }
+        }
+    }
+
+    /// Closing: finish the graceful flush, or give up at the deadline.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Phase::Closing { deadline, .. } = self.phase else {
+            return Poll::Ready(());
+        };
+        if Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        match &mut self.transport {
+            Transport::Polling { .. } => {
+                // Answer the next poll with the close packet and finish.
+                while let Some(control) = self.conn.take_control() {
+                    match control {
+                        Control::Poll(reply) => {
+                            let mut frames = VecDeque::new();
+                            self.conn.take_frames(&mut frames);
+                            frames.push_back(Frame::text("1"));
+                            let _ = reply.send(PollReply::Payload(encode_payload(&frames)));
+                            return Poll::Ready(());
+                        }
+                        Control::Post(_, reply) => {
+                            let _ = reply.send(PostReply::Ok);
+                        }
+                        Control::WebSocket(_) | Control::NamespaceConnect(_) => {}
+                    }
+                }
+                Poll::Pending
+            }
+            Transport::WebSocket(side) => {
+                if ready!(side.poll_write(cx)).is_err() {
+                    return Poll::Ready(());
+                }
+                // A close frame, then the TCP connection goes with the stream.
+                let _ = ready!(Pin::new(&mut side.ws).poll_close(cx));
+                Poll::Ready(())
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for control in self.conn.finish() {
+            match control {
+                Control::Poll(reply) => {
+                    let _ = reply.send(PollReply::BadRequest);
+                }
+                Control::Post(_, reply) => {
+                    let _ = reply.send(PostReply::BadRequest);
+                }
+                Control::WebSocket(_) | Control::NamespaceConnect(_) => {}
+            }
+        }
+        self.engine.remove(&self.conn.sid);
+    }
+}
+
+impl<F: SessionFactory> Future for Driver<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.conn.register_waker(cx.waker());
+        if let Phase::Running = this.phase {
+            match this.poll_running(cx) {
+                Ok(()) => return Poll::Pending,
+                Err(reason) => this.begin_close(reason),
+            }
+        }
+        ready!(this.poll_closing(cx));
+        this.finish();
+        Poll::Ready(())
+    }
+}
+
+impl WsSide {
+    /// Hands pending frames to the WebSocket and flushes. Ready(Ok) when everything is out.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+        let mut sent = 0;
+        while !self.pending.is_empty() && sent < WRITE_BUDGET {
+            ready!(Pin::new(&mut self.ws).poll_ready(cx))?;
+            let Some(frame) = self.pending.pop_front() else {
+                break;
+            };
+            let msg = match frame {
+                Frame::Text(t) => Message::Text(t),
+                Frame::Binary(b) => Message::Binary(b),
+            };
+            Pin::new(&mut self.ws).start_send(msg)?;
+            self.needs_flush = true;
+            sent += 1;
+        }
+        if self.needs_flush {
+            ready!(Pin::new(&mut self.ws).poll_flush(cx))?;
+            self.needs_flush = false;
+        }
+        if !self.pending.is_empty() {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn ws_error_reason(e: &tungstenite::Error) -> CloseReason {
+    match e {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            CloseReason::TransportClose
+        }
+        _ => CloseReason::TransportError,
+    }
+}
+
+fn encode_payload(frames: &VecDeque<Frame>) -> Vec<u8> {
+    let capacity = frames.iter().map(|f| f.len() + 1).sum::<usize>();
+    let mut enc = PayloadEncoder::with_capacity(capacity);
+    for frame in frames {
+        match frame {
+            Frame::Text(t) => enc.push_text(t.as_str()),
+            Frame::Binary(b) => enc.push_binary(b),
+        }
+    }
+    enc.finish()
+}

@@ -1,0 +1,388 @@
+//! HTTP entry of the engine: verifies a request exactly as the reference does (same order,
+//! same error codes), answers CORS, and hands polling requests and WebSockets to the session's
+//! driver.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::connection::{Connection, Control, Frame, PollReply, PostReply, TransportKind};
+use super::driver::Driver;
+use super::{Engine, SessionFactory};
+use crate::config::Cors;
+use crate::{Handshake, Sid};
+
+/// The body of every response ferrio writes.
+pub type ResponseBody = Full<Bytes>;
+
+/// The peer's address, as a request extension. ferrio's own server inserts it; an app that
+/// mounts ferrio on its own HTTP stack inserts it too if sockets should see the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// The reference's error codes (`engine.io/lib/server.ts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineError {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl EngineError {
+    fn message(self) -> &'static str {
+        match self {
+            Self::UnknownTransport => "Transport unknown",
+            Self::UnknownSid => "Session ID unknown",
+            Self::BadHandshakeMethod => "Bad handshake method",
+            Self::BadRequest => "Bad request",
+            Self::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Query<'a> {
+    eio: Option<&'a str>,
+    transport: Option<&'a str>,
+    sid: Option<&'a str>,
+}
+
+fn parse_query(q: &str) -> Query<'_> {
+    let mut out = Query::default();
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "EIO" => out.eio = Some(v),
+            "transport" => out.transport = Some(v),
+            "sid" => out.sid = Some(v),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    req.method() == Method::GET
+        && has_token(header::UPGRADE, "websocket")
+        && has_token(header::CONNECTION, "upgrade")
+}
+
+/// Handles one request under the engine's path.
+pub(crate) async fn handle_request<F, B>(engine: &Arc<Engine<F>>, req: Request<B>) -> Response<ResponseBody>
+where
+    F: SessionFactory,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let cors = cors_headers(&engine.config.cors, &req);
+    let mut res = route(engine, req).await;
+    if let Some(cors) = cors {
+        res.headers_mut().extend(cors);
+    }
+    res
+}
+
+async fn route<F, B>(engine: &Arc<Engine<F>>, req: Request<B>) -> Response<ResponseBody>
+where
+    F: SessionFactory,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if req.method() == Method::OPTIONS && engine.config.cors != Cors::Off {
+        return preflight(&req);
+    }
+    let query_string = req.uri().query().unwrap_or("").to_owned();
+    let query = parse_query(&query_string);
+    let upgrade = is_websocket_upgrade(&req);
+
+    // The order of checks is the reference's: transport, Origin characters, sid, method.
+    let transport = match query.transport {
+        Some("polling") if engine.config.transports.polling => TransportKind::Polling,
+        Some("websocket") if engine.config.transports.websocket => TransportKind::WebSocket,
+        _ => return error(EngineError::UnknownTransport),
+    };
+    if let Some(origin) = req.headers().get(header::ORIGIN)
+        && origin.as_bytes().iter().any(|&b| b < 0x20 && b != b'\t')
+    {
+        return error(EngineError::BadRequest);
+    }
+
+    if let Some(sid) = query.sid {
+        let Some(conn) = sid.parse::<Sid>().ok().and_then(|sid| engine.session(&sid)) else {
+            return error(EngineError::UnknownSid);
+        };
+        return match transport {
+            TransportKind::WebSocket if upgrade => {
+                if !engine.config.allow_upgrades {
+                    return error(EngineError::BadRequest);
+                }
+                upgrade_to_websocket(engine, req, move |ws| {
+                    if let Err(Control::WebSocket(ws)) = conn.control(Control::WebSocket(Box::new(ws))) {
+                        drop(ws);
+                    }
+                })
+            }
+            TransportKind::WebSocket => error(EngineError::BadRequest),
+            TransportKind::Polling => {
+                if conn.transport() != TransportKind::Polling {
+                    return error(EngineError::BadRequest);
+                }
+                polling_request(engine, &conn, req).await
+            }
+        };
+    }
+
+    if req.method() != Method::GET {
+        return error(EngineError::BadHandshakeMethod);
+    }
+    if transport == TransportKind::WebSocket && !upgrade {
+        return error(EngineError::BadRequest);
+    }
+    if query.eio != Some("4") {
+        return error(EngineError::UnsupportedProtocolVersion);
+    }
+
+    let handshake = Arc::new(Handshake::from_request(&req, &query_string));
+    match transport {
+        TransportKind::Polling => {
+            let sid = Sid::random();
+            let conn = new_connection(engine, sid, TransportKind::Polling);
+            let open = engine.open_packet(
+                &sid,
+                engine.config.transports.websocket && engine.config.allow_upgrades,
+            );
+            let handler = engine.factory.open(&conn, handshake);
+            engine.insert(conn.clone());
+            tokio::spawn(Driver::polling(engine.clone(), conn, handler));
+            text_response(open.into_bytes())
+        }
+        TransportKind::WebSocket => {
+            let engine2 = engine.clone();
+            upgrade_to_websocket(engine, req, move |ws| {
+                let sid = Sid::random();
+                let conn = new_connection(&engine2, sid, TransportKind::WebSocket);
+                let open = engine2.open_packet(&sid, false);
+                let _ = conn.push(&[Frame::text(open)], false);
+                let handler = engine2.factory.open(&conn, handshake);
+                engine2.insert(conn.clone());
+                tokio::spawn(Driver::websocket(engine2, conn, handler, ws));
+            })
+        }
+    }
+}
+
+fn new_connection<F>(engine: &Engine<F>, sid: Sid, transport: TransportKind) -> Arc<Connection> {
+    Arc::new(Connection::new(
+        sid,
+        transport,
+        engine.config.max_queued_packets,
+        engine.config.max_queued_bytes,
+    ))
+}
+
+async fn polling_request<F, B>(
+    engine: &Arc<Engine<F>>,
+    conn: &Arc<Connection>,
+    req: Request<B>,
+) -> Response<ResponseBody>
+where
+    F: SessionFactory,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match *req.method() {
+        Method::GET => {
+            let (tx, rx) = oneshot::channel();
+            if conn.control(Control::Poll(tx)).is_err() {
+                return error(EngineError::UnknownSid);
+            }
+            match rx.await {
+                Ok(PollReply::Payload(body)) => text_response(body),
+                Ok(PollReply::BadRequest) | Err(_) => error(EngineError::BadRequest),
+            }
+        }
+        Method::POST => {
+            // Binary payloads travel as base64 text in v4; a binary content type is a v3 client.
+            let binary = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/octet-stream"));
+            if binary {
+                conn.close(super::CloseReason::TransportError);
+                return error(EngineError::BadRequest);
+            }
+            let max = engine.config.max_payload;
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max as u64) {
+                return payload_too_large();
+            }
+            let body = match Limited::new(req.into_body(), max).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                    return payload_too_large();
+                }
+                Err(_) => {
+                    conn.close(super::CloseReason::TransportError);
+                    return error(EngineError::BadRequest);
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            if conn.control(Control::Post(body, tx)).is_err() {
+                return error(EngineError::UnknownSid);
+            }
+            match rx.await {
+                Ok(PostReply::Ok) => Response::builder()
+                    .header(header::CONTENT_TYPE, "text/html")
+                    .body(Full::new(Bytes::from_static(b"ok")))
+                    .unwrap_or_default(),
+                Ok(PostReply::BadRequest) | Err(_) => error(EngineError::BadRequest),
+            }
+        }
+        _ => status(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// Answers the WebSocket handshake and runs `on_open` with the stream once upgraded.
+fn upgrade_to_websocket<F, B>(
+    engine: &Arc<Engine<F>>,
+    mut req: Request<B>,
+    on_open: impl FnOnce(super::WsStream) + Send + 'static,
+) -> Response<ResponseBody> {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (Some(key), true) = (key, version_ok) else {
+        return error(EngineError::BadRequest);
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let max_payload = engine.config.max_payload;
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(max_payload)),
+        )
+        .await;
+        on_open(ws);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+        .body(ResponseBody::default())
+        .unwrap_or_default()
+}
+
+/// Small buffers keep idle connections cheap; messages over `max_payload` are refused from
+/// the frame header, before their body is buffered.
+fn ws_config(max_payload: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(max_payload))
+        .max_frame_size(Some(max_payload))
+}
+
+fn text_response(body: Vec<u8>) -> Response<ResponseBody> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn error(e: EngineError) -> Response<ResponseBody> {
+    let body = format!(r#"{{"code":{},"message":"{}"}}"#, e as u8, e.message());
+    Response::builder()
+        .status(StatusCode::BAD_REQUEST)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn payload_too_large() -> Response<ResponseBody> {
+    status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+fn status(code: StatusCode) -> Response<ResponseBody> {
+    Response::builder()
+        .status(code)
+        .body(ResponseBody::default())
+        .unwrap_or_default()
+}
+
+/// The CORS headers of a response, if the policy allows the request's origin.
+fn cors_headers<B>(cors: &Cors, req: &Request<B>) -> Option<http::HeaderMap> {
+    let mut h = http::HeaderMap::new();
+    match cors {
+        Cors::Off => return None,
+        Cors::Any => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+        Cors::Origins { allowed, credentials } => {
+            let origin = req.headers().get(header::ORIGIN)?;
+            let ok = origin.to_str().is_ok_and(|o| allowed.iter().any(|a| a == o));
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            if !ok {
+                return Some(h);
+            }
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            if *credentials {
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+        }
+    }
+    Some(h)
+}
+
+fn preflight<B>(req: &Request<B>) -> Response<ResponseBody> {
+    let mut res = status(StatusCode::NO_CONTENT);
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+    );
+    if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+        h.append(
+            header::VARY,
+            HeaderValue::from_static("Access-Control-Request-Headers"),
+        );
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    res
+}

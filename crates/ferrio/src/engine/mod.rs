@@ -1,0 +1,169 @@
+//! Engine.IO v4 over HTTP: the session registry, the handshake, request verification with
+//! the reference's error codes, long-polling requests and WebSocket upgrades. Each session is
+//! run by one [`driver`] task; this module only routes requests to it.
+
+mod connection;
+mod driver;
+mod http;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+
+pub use connection::{CloseReason, SendError, TransportKind};
+pub(crate) use connection::{Connection, Control, Frame, NamespaceConnect};
+pub(crate) use http::handle_request;
+pub use http::{RemoteAddr, ResponseBody};
+
+use crate::{Config, Sid};
+
+/// The WebSocket stream type ferrio drives.
+pub(crate) type WsStream =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What a session's owner sees of one Engine.IO message.
+pub use ferrio_proto::engine::Data;
+
+/// The upper layer of one Engine.IO session (Socket.IO's client state, or a bare Engine.IO
+/// application). Its methods run inside the session's driver task, in order.
+pub(crate) trait SessionHandler: Send + Unpin + 'static {
+    /// A `message` packet arrived.
+    fn on_message(&mut self, conn: &Arc<Connection>, data: Data<'_>) -> Result<(), CloseReason>;
+    /// A request posted with [`Control::NamespaceConnect`].
+    fn on_namespace_connect(&mut self, conn: &Arc<Connection>, result: NamespaceConnect);
+    /// The next instant at which [`SessionHandler::on_deadline`] must run, if any.
+    fn deadline(&self) -> Option<tokio::time::Instant>;
+    /// A deadline passed.
+    fn on_deadline(&mut self, conn: &Arc<Connection>, now: tokio::time::Instant) -> Result<(), CloseReason>;
+    /// The session closed (called once, before the transport is released).
+    fn on_close(&mut self, conn: &Arc<Connection>, reason: CloseReason);
+}
+
+/// Creates the upper layer of each new session.
+pub(crate) trait SessionFactory: Send + Sync + 'static {
+    type Handler: SessionHandler;
+    fn open(&self, conn: &Arc<Connection>, handshake: Arc<crate::Handshake>) -> Self::Handler;
+}
+
+/// Settings the engine needs, copied out of [`Config`].
+#[derive(Debug, Clone)]
+pub(crate) struct EngineConfig {
+    pub path: String,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub max_payload: usize,
+    pub upgrade_timeout: Duration,
+    pub transports: crate::config::Transports,
+    pub allow_upgrades: bool,
+    pub max_queued_packets: usize,
+    pub max_queued_bytes: usize,
+    pub cors: crate::config::Cors,
+}
+
+impl From<&Config> for EngineConfig {
+    fn from(c: &Config) -> Self {
+        Self {
+            path: c.path.clone(),
+            ping_interval: c.ping_interval,
+            ping_timeout: c.ping_timeout,
+            max_payload: c.max_payload,
+            upgrade_timeout: c.upgrade_timeout,
+            transports: c.transports,
+            allow_upgrades: c.allow_upgrades,
+            max_queued_packets: c.max_queued_packets,
+            max_queued_bytes: c.max_queued_bytes,
+            cors: c.cors.clone(),
+        }
+    }
+}
+
+/// An Engine.IO server: sessions by id, and the factory of their upper layer.
+pub(crate) struct Engine<F> {
+    pub config: EngineConfig,
+    sessions: RwLock<HashMap<Sid, Arc<Connection>>>,
+    /// Signalled when the last session is removed (for graceful shutdown).
+    emptied: Notify,
+    pub factory: F,
+}
+
+impl<F> std::fmt::Debug for Engine<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.config.path)
+            .field("sessions", &self.sessions.read().len())
+            .finish()
+    }
+}
+
+impl<F: SessionFactory> Engine<F> {
+    pub(crate) fn new(config: EngineConfig, factory: F) -> Self {
+        Self {
+            config,
+            sessions: RwLock::new(HashMap::new()),
+            emptied: Notify::new(),
+            factory,
+        }
+    }
+
+    pub(crate) fn session(&self, sid: &Sid) -> Option<Arc<Connection>> {
+        self.sessions.read().get(sid).cloned()
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    fn insert(&self, conn: Arc<Connection>) {
+        self.sessions.write().insert(conn.sid, conn);
+    }
+
+    pub(crate) fn remove(&self, sid: &Sid) {
+        let mut sessions = self.sessions.write();
+        sessions.remove(sid);
+        if sessions.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Closes every session with `reason` and waits until all are gone, or `deadline` passes.
+    /// Returns the number of sessions still open.
+    pub(crate) async fn close_all(&self, reason: CloseReason, deadline: Duration) -> usize {
+        let all: Vec<Arc<Connection>> = self.sessions.read().values().cloned().collect();
+        for conn in &all {
+            conn.close(reason);
+        }
+        let wait = async {
+            loop {
+                let emptied = self.emptied.notified();
+                if self.session_count() == 0 {
+                    return;
+                }
+                emptied.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.session_count()
+    }
+
+    /// The handshake JSON of a new session.
+    fn open_packet(&self, sid: &Sid, upgrades: bool) -> String {
+        let upgrades = if upgrades { r#"["websocket"]"# } else { "[]" };
+        format!(
+            r#"0{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            sid,
+            upgrades,
+            self.config.ping_interval.as_millis(),
+            self.config.ping_timeout.as_millis(),
+            self.config.max_payload
+        )
+    }
+}
+
+/// The address of the peer, if the embedding server told us.
+pub(crate) fn remote_of<B>(req: &::http::Request<B>) -> Option<SocketAddr> {
+    req.extensions().get::<RemoteAddr>().map(|r| r.0)
+}

@@ -1,0 +1,154 @@
+//! Selecting recipients (`to`, `except`, `local`, `volatile`, `timeout`) and acting on them:
+//! emit, emit with acknowledgements, fetch, join, leave, disconnect.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::adapter::{AdapterError, BroadcastOptions, IntoRooms, Room, SocketInfo};
+use crate::{Namespace, Payload, Sid};
+
+/// A selection of sockets in one namespace. Built by [`Namespace::broadcast`],
+/// [`Namespace::to`], [`crate::Socket::to`] and [`crate::Socket::broadcast`].
+#[derive(Debug, Clone)]
+pub struct BroadcastOperator {
+    ns: Namespace,
+    opts: BroadcastOptions,
+}
+
+/// The answers to a broadcast that asked for acknowledgements.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastAcks {
+    /// Each answer, with the id of the socket that sent it.
+    pub responses: Vec<(Sid, Payload)>,
+    /// How many answers were expected.
+    pub expected: usize,
+}
+
+impl BroadcastAcks {
+    /// Whether some recipient did not answer in time.
+    pub fn timed_out(&self) -> bool {
+        self.responses.len() < self.expected
+    }
+}
+
+impl BroadcastOperator {
+    pub(crate) fn new(ns: Namespace) -> Self {
+        Self {
+            ns,
+            opts: BroadcastOptions::default(),
+        }
+    }
+
+    /// Also targets `rooms` (sockets in any of the rooms, each once).
+    pub fn to(mut self, rooms: impl IntoRooms) -> Self {
+        for room in rooms.into_rooms() {
+            if !self.opts.rooms.contains(&room) {
+                self.opts.rooms.push(room);
+            }
+        }
+        self
+    }
+
+    /// Same as [`BroadcastOperator::to`].
+    pub fn within(self, rooms: impl IntoRooms) -> Self {
+        self.to(rooms)
+    }
+
+    /// Leaves out sockets in `rooms`.
+    pub fn except(mut self, rooms: impl IntoRooms) -> Self {
+        self.opts.except.extend(rooms.into_rooms());
+        self
+    }
+
+    /// Only this node's sockets.
+    pub fn local(mut self) -> Self {
+        self.opts.flags.local = true;
+        self
+    }
+
+    /// Recipients not ready to receive right now miss the packet.
+    pub fn volatile(mut self) -> Self {
+        self.opts.flags.volatile = true;
+        self
+    }
+
+    /// How long [`BroadcastOperator::emit_with_ack`] waits for answers.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.opts.flags.timeout = Some(timeout);
+        self
+    }
+
+    /// The selection, as an adapter sees it.
+    pub fn options(&self) -> &BroadcastOptions {
+        &self.opts
+    }
+
+    /// Emits to the selection (encoded once for all). Returns how many local sockets it was
+    /// queued for.
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<usize, AdapterError> {
+        let packet = self.ns.encode_event(event, payload.into(), None);
+        self.ns.adapter().broadcast(&packet, &self.opts)
+    }
+
+    /// Emits to the selection and collects every recipient's acknowledgement, until all
+    /// answered or the timeout (default: the namespace's ack timeout) passed.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<BroadcastAcks, AdapterError> {
+        let id = self.ns.next_ack_id();
+        let packet = self.ns.encode_event(event, payload.into(), Some(id));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let timeout = self.opts.flags.timeout.unwrap_or(self.ns.ack_timeout());
+        let deadline = tokio::time::Instant::now() + timeout;
+        let expected = self
+            .ns
+            .adapter()
+            .broadcast_with_ack(&packet, &self.opts, tx)
+            .await?;
+        let mut acks = BroadcastAcks {
+            responses: Vec::with_capacity(expected),
+            expected,
+        };
+        while acks.responses.len() < expected {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(answer)) => acks.responses.push(answer),
+                // Every recipient disconnected or timed out.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(acks)
+    }
+
+    /// The selected sockets, on every node.
+    pub async fn fetch_sockets(&self) -> Result<Vec<SocketInfo>, AdapterError> {
+        self.ns.adapter().fetch_sockets(self.effective()).await
+    }
+
+    /// Makes the selected sockets join `rooms`, on every node.
+    pub async fn sockets_join(&self, rooms: impl IntoRooms) -> Result<(), AdapterError> {
+        let rooms: Vec<Room> = rooms.into_rooms().into_vec();
+        self.ns.adapter().add_sockets(self.effective(), rooms).await
+    }
+
+    /// Makes the selected sockets leave `rooms`, on every node.
+    pub async fn sockets_leave(&self, rooms: impl IntoRooms) -> Result<(), AdapterError> {
+        let rooms: Vec<Room> = rooms.into_rooms().into_vec();
+        self.ns.adapter().del_sockets(self.effective(), rooms).await
+    }
+
+    /// Disconnects the selected sockets, on every node (`close` also closes their
+    /// connections).
+    pub async fn disconnect_sockets(&self, close: bool) -> Result<(), AdapterError> {
+        self.ns
+            .adapter()
+            .disconnect_sockets(self.effective(), close)
+            .await
+    }
+
+    fn effective(&self) -> BroadcastOptions {
+        self.opts.clone()
+    }
+}

@@ -1,0 +1,206 @@
+//! Mounting ferrio: as a tower [`Service`] of its own, as a [`FerrioLayer`] in front of an
+//! app's routes on the same port, or with [`serve`], a complete HTTP/1.1 server loop with
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::{Layer, Service};
+
+use crate::Io;
+use crate::adapter::BoxFuture;
+use crate::engine::{self, Engine, RemoteAddr, ResponseBody, SessionFactory};
+
+/// Request bodies ferrio can read.
+pub trait RequestBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+impl<B> RequestBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+fn handles(engine_path: &str, req_path: &str) -> bool {
+    req_path.starts_with(engine_path)
+}
+
+pub(crate) fn call_engine<F: SessionFactory, B: RequestBody>(
+    engine: &Arc<Engine<F>>,
+    req: Request<B>,
+) -> BoxFuture<'static, Result<Response<ResponseBody>, Infallible>> {
+    if !handles(&engine.config.path, req.uri().path()) {
+        return Box::pin(async {
+            Ok(Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(ResponseBody::default())
+                .unwrap_or_default())
+        });
+    }
+    let engine = engine.clone();
+    Box::pin(async move { Ok(engine::handle_request(&engine, req).await) })
+}
+
+impl<B: RequestBody> Service<Request<B>> for Io {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Serves the engine's path; anything else is 404.
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        call_engine(&self.0.engine, req)
+    }
+}
+
+impl Io {
+    /// A layer that serves ferrio's path and passes every other request to the app.
+    pub fn layer(&self) -> FerrioLayer {
+        FerrioLayer { io: self.clone() }
+    }
+}
+
+/// Puts ferrio in front of an app: requests under ferrio's path go to ferrio, the rest to
+/// the app.
+#[derive(Debug, Clone)]
+pub struct FerrioLayer {
+    io: Io,
+}
+
+impl<S> Layer<S> for FerrioLayer {
+    type Service = FerrioService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FerrioService {
+            io: self.io.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`FerrioLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct FerrioService<S> {
+    io: Io,
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for FerrioService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: RequestBody,
+{
+    type Response = Response<Either<ResponseBody, ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if handles(&self.io.config().path, req.uri().path()) {
+            let engine = self.io.0.engine.clone();
+            return Box::pin(async move {
+                let res = engine::handle_request(&engine, req).await;
+                Ok(res.map(Either::Left))
+            });
+        }
+        // The clone that was made ready is the one that serves (tower's convention).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { Ok(inner.call(req).await?.map(Either::Right)) })
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` with `service` until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish (up to `drain`) and returns.
+///
+/// Each request carries its peer address as a [`RemoteAddr`] extension. Long-polling and
+/// WebSocket upgrades work; close the [`Io`] itself (see [`Io::close`]) to say goodbye to
+/// its clients.
+pub async fn serve<S, ResBody>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    let builder = Arc::new(builder.http1_only());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = with_remote_addr(service.clone(), peer);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    Ok(())
+}
+
+fn with_remote_addr<S, ResBody>(
+    service: S,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ResBody>,
+    Error = Infallible,
+    Future = S::Future,
+> + Clone
+where
+    S: Service<Request<Incoming>, Response = Response<ResBody>, Error = Infallible> + Clone,
+    ResBody: http_body::Body,
+{
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(RemoteAddr(peer));
+        service.clone().call(req)
+    })
+}
