@@ -135,7 +135,12 @@ impl RoomEvents {
             return failure("forbidden");
         }
         let data = msg.get("data").cloned().unwrap_or(Value::Null);
-        match socket.to(room).emit(name, Payload::from(data)) {
+        // Placeholders inside `data` keep their numbers, so the attachments go along as they are.
+        let payload = Payload {
+            args: vec![data],
+            attachments: event.payload().attachments.clone(),
+        };
+        match socket.to(room).emit(name, payload) {
             Ok(_) => ok(),
             Err(_) => failure("unavailable"),
         }

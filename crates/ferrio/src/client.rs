@@ -57,6 +57,10 @@ impl Client {
     }
 
     fn on_packet(&mut self, conn: &Arc<Connection>, packet: Packet) -> Result<(), CloseReason> {
+        // Sockets the server disconnected meanwhile no longer hold their namespace: the client
+        // may connect to it again.
+        self.nsps
+            .retain(|(_, slot)| !matches!(slot, Slot::Connected(s) if !s.connected()));
         let slot = self.slot(&packet.nsp);
         match (packet.kind, slot) {
             (PacketType::Connect, None) => {
@@ -71,11 +75,6 @@ impl Client {
                     return Err(CloseReason::ParseError);
                 };
                 let socket = socket.clone();
-                if !socket.connected() {
-                    // Removed by the server meanwhile: the client breaks the state rules.
-                    self.nsps.remove(i);
-                    return Err(CloseReason::ParseError);
-                }
                 self.on_socket_packet(&socket, packet, i);
                 Ok(())
             }
@@ -219,6 +218,14 @@ impl SessionHandler for Client {
                 self.nsps.remove(i);
                 let reply = Packet::connect_error(result.nsp.as_ref(), refusal.to_json());
                 let _ = conn.push(EncodedPacket::new(reply).frames(), false);
+            }
+        }
+    }
+
+    fn on_server_disconnect(&mut self, _conn: &Arc<Connection>) {
+        for (_, slot) in self.nsps.drain(..) {
+            if let Slot::Connected(socket) = slot {
+                socket.disconnect(false);
             }
         }
     }

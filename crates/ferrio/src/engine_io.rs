@@ -85,6 +85,8 @@ impl SessionHandler for Session {
 
     fn on_namespace_connect(&mut self, _conn: &Arc<Connection>, _result: NamespaceConnect) {}
 
+    fn on_server_disconnect(&mut self, _conn: &Arc<Connection>) {}
+
     fn deadline(&self) -> Option<tokio::time::Instant> {
         None
     }

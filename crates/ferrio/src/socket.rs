@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use ferrio_proto::socket::Packet;
 
 use crate::adapter::{EncodedPacket, IntoRooms, Room};
-use crate::engine::{CloseReason, Connection, SendError, TransportKind};
+use crate::engine::{CloseReason, Connection, Control, SendError, TransportKind};
 use crate::operators::BroadcastOperator;
 use crate::{Handshake, Namespace, Payload, Sid};
 
@@ -377,7 +377,10 @@ impl Socket {
             self.on_disconnect(DisconnectReason::ServerNamespaceDisconnect);
         }
         if close {
-            self.0.conn.close(CloseReason::ForcedClose);
+            // The connection's driver disconnects its other namespaces, then closes.
+            if self.0.conn.control(Control::Disconnect).is_err() {
+                self.0.conn.close(CloseReason::ForcedClose);
+            }
         }
     }
 

@@ -84,9 +84,10 @@ impl CloseReason {
 pub(crate) enum PollReply {
     /// 200 with this payload body.
     Payload(Vec<u8>),
-    /// 400 `{"code":3,"message":"Bad request"}` (e.g. a second concurrent poll, or the
-    /// session moved to WebSocket).
+    /// 400 `{"code":3,"message":"Bad request"}` (the session moved to WebSocket).
     BadRequest,
+    /// 400 with an empty body: a poll overlapping another, as the reference answers it.
+    Overlapping,
 }
 
 /// What a polling POST is answered with.
@@ -106,6 +107,8 @@ pub(crate) enum Control {
     WebSocket(Box<WsStream>),
     /// A namespace's connect hook finished.
     NamespaceConnect(NamespaceConnect),
+    /// The server ends the connection: every namespace is told (DISCONNECT), then it closes.
+    Disconnect,
 }
 
 pub(crate) struct NamespaceConnect {
@@ -121,6 +124,7 @@ impl std::fmt::Debug for Control {
             Control::Post(b, _) => write!(f, "Post({} bytes)", b.len()),
             Control::WebSocket(_) => f.write_str("WebSocket"),
             Control::NamespaceConnect(c) => write!(f, "NamespaceConnect({})", c.nsp),
+            Control::Disconnect => f.write_str("Disconnect"),
         }
     }
 }
@@ -262,6 +266,14 @@ impl Connection {
             out.append(&mut s.frames);
         }
         s.queued_bytes = 0;
+    }
+
+    /// Puts frames taken by [`Connection::take_frames`] back at the head of the queue.
+    pub(crate) fn requeue_front(&self, mut frames: VecDeque<Frame>) {
+        let mut s = self.shared.lock();
+        s.queued_bytes += frames.iter().map(Frame::len).sum::<usize>();
+        frames.append(&mut s.frames);
+        s.frames = frames;
     }
 
     pub(crate) fn has_frames(&self) -> bool {

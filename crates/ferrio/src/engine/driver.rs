@@ -16,6 +16,8 @@ use ferrio_proto::session::{Heartbeat, HeartbeatAction, TransportState};
 use futures_util::{Sink, Stream};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::connection::{CloseReason, Connection, Control, Frame, PollReply, PostReply, TransportKind};
@@ -45,6 +47,8 @@ struct WsSide {
     /// Frames taken from the outbox, not yet handed to the WebSocket.
     pending: VecDeque<Frame>,
     needs_flush: bool,
+    /// The close frame to send when the session ends (1009 after an oversize message).
+    close_frame: Option<CloseFrame>,
 }
 
 enum Phase {
@@ -66,6 +70,8 @@ pub(crate) struct Driver<F: SessionFactory> {
     heartbeat: Heartbeat,
     timer: Pin<Box<Sleep>>,
     phase: Phase,
+    /// A polling POST already answered, whose packets are handled on the next pass.
+    deferred_post: Option<Bytes>,
 }
 
 impl<F: SessionFactory> Driver<F> {
@@ -89,6 +95,7 @@ impl<F: SessionFactory> Driver<F> {
             ws: Box::new(ws),
             pending: VecDeque::new(),
             needs_flush: false,
+            close_frame: None,
         };
         Self::new(
             engine,
@@ -122,6 +129,7 @@ impl<F: SessionFactory> Driver<F> {
             heartbeat,
             timer: Box::pin(tokio::time::sleep_until(now + Duration::from_secs(3600))),
             phase: Phase::Running,
+            deferred_post: None,
         }
     }
 
@@ -201,9 +209,14 @@ impl<F: SessionFactory> Driver<F> {
         match control {
             Control::Poll(reply) => self.on_poll(reply),
             Control::Post(body, reply) => {
-                let result = self.on_post(&body);
+                // The reference answers the POST before its packets reach the handlers, so
+                // the client sees its write complete before any reply they cause: answer now,
+                // handle the packets on the next pass, after the answer's task had its turn.
                 let _ = reply.send(PostReply::Ok);
-                result
+                if let Some(earlier) = self.deferred_post.replace(body) {
+                    self.on_post(&earlier)?;
+                }
+                Ok(())
             }
             Control::WebSocket(ws) => {
                 self.on_websocket(*ws);
@@ -212,6 +225,10 @@ impl<F: SessionFactory> Driver<F> {
             Control::NamespaceConnect(c) => {
                 self.handler.on_namespace_connect(&self.conn, c);
                 Ok(())
+            }
+            Control::Disconnect => {
+                self.handler.on_server_disconnect(&self.conn);
+                Err(CloseReason::ForcedClose)
             }
         }
     }
@@ -225,7 +242,7 @@ impl<F: SessionFactory> Driver<F> {
             // Overlapping polls: the reference ends the first with a close packet, refuses the
             // second, and the session is over.
             let _ = first.send(PollReply::Payload(b"1".to_vec()));
-            let _ = reply.send(PollReply::BadRequest);
+            let _ = reply.send(PollReply::Overlapping);
             return Err(CloseReason::TransportError);
         }
         if self.state.is_probed() && !self.conn.has_frames() {
@@ -254,6 +271,7 @@ impl<F: SessionFactory> Driver<F> {
                     ws: Box::new(ws),
                     pending: VecDeque::new(),
                     needs_flush: false,
+                    close_frame: None,
                 });
             }
             // A second WebSocket for this session: closed at once, as the reference does.
@@ -361,7 +379,16 @@ impl<F: SessionFactory> Driver<F> {
             let msg = match Pin::new(&mut side.ws).poll_next(cx) {
                 Poll::Pending => return Ok(progressed),
                 Poll::Ready(None) => return Err(CloseReason::TransportClose),
-                Poll::Ready(Some(Err(e))) => return Err(ws_error_reason(&e)),
+                Poll::Ready(Some(Err(e))) => {
+                    if let tungstenite::Error::Capacity(_) = e {
+                        // Like the reference (`ws` maxPayload): tell the peer why.
+                        side.close_frame = Some(CloseFrame {
+                            code: CloseCode::Size,
+                            reason: "".into(),
+                        });
+                    }
+                    return Err(ws_error_reason(&e));
+                }
                 Poll::Ready(Some(Ok(msg))) => msg,
             };
             progressed = true;
@@ -412,6 +439,9 @@ impl<F: SessionFactory> Driver<F> {
     }
 
     fn poll_running(&mut self, cx: &mut Context<'_>) -> Result<(), CloseReason> {
+        if let Some(body) = self.deferred_post.take() {
+            self.on_post(&body)?;
+        }
         for _ in 0..MAX_ROUNDS {
             if let Some(reason) = self.conn.close_requested() {
                 return Err(reason);
@@ -420,6 +450,11 @@ impl<F: SessionFactory> Driver<F> {
             while let Some(control) = self.conn.take_control() {
                 self.on_control(control)?;
                 progressed = true;
+            }
+            if self.deferred_post.is_some() {
+                // Yield so the POST's answer is written first; come straight back.
+                cx.waker().wake_by_ref();
+                return Ok(());
             }
             progressed |= self.poll_probe(cx);
             progressed |= self.poll_ws_read(cx)?;
@@ -467,23 +502,32 @@ impl<F: SessionFactory> Driver<F> {
         let graceful = reason.is_graceful();
         match &mut self.transport {
             Transport::Polling { parked } => {
-                if let Some(reply) = parked.take() {
+                let mut frames = VecDeque::new();
+                if graceful {
+                    self.conn.take_frames(&mut frames);
+                }
+                if let (true, Some(reply)) = (graceful && !frames.is_empty(), parked.take()) {
+                    // What was queued goes first; the close packet follows in the next poll.
+                    // Clients dispatch Socket.IO packets a tick later than they handle an
+                    // Engine.IO close, so sharing one response would lose the packets.
+                    let _ = reply.send(PollReply::Payload(encode_payload(&frames)));
+                    self.phase = Phase::Closing {
+                        deadline: Instant::now() + POLL_CLOSE_GRACE,
+                    };
+                } else if let Some(reply) = parked.take() {
                     let body = if reason == CloseReason::TransportClose {
                         // The peer closed: its pending poll is released with a noop.
                         b"6".to_vec()
                     } else {
-                        let mut frames = VecDeque::new();
-                        if graceful {
-                            self.conn.take_frames(&mut frames);
-                        }
-                        frames.push_back(Frame::text("1"));
-                        encode_payload(&frames)
+                        b"1".to_vec()
                     };
                     let _ = reply.send(PollReply::Payload(body));
                     self.phase = Phase::Closing {
                         deadline: Instant::now(),
                     };
                 } else if graceful {
+                    // Put back what was taken: it goes out with the next poll.
+                    self.conn.requeue_front(frames);
                     // The close packet goes out with the next poll, if it comes soon.
                     self.phase = Phase::Closing {
                         deadline: Instant::now() + POLL_CLOSE_GRACE,
@@ -497,6 +541,9 @@ impl<F: SessionFactory> Driver<F> {
             Transport::WebSocket(side) => {
                 let deadline = if graceful {
                     self.conn.take_frames(&mut side.pending);
+                    Instant::now() + WS_CLOSE_GRACE
+                } else if side.close_frame.is_some() {
+                    side.pending.clear();
                     Instant::now() + WS_CLOSE_GRACE
                 } else {
                     side.pending.clear();
@@ -529,14 +576,16 @@ impl<F: SessionFactory> Driver<F> {
                         Control::Poll(reply) => {
                             let mut frames = VecDeque::new();
                             self.conn.take_frames(&mut frames);
-                            frames.push_back(Frame::text("1"));
+                            if frames.is_empty() {
+                                let _ = reply.send(PollReply::Payload(b"1".to_vec()));
+                                return Poll::Ready(());
+                            }
                             let _ = reply.send(PollReply::Payload(encode_payload(&frames)));
-                            return Poll::Ready(());
                         }
                         Control::Post(_, reply) => {
                             let _ = reply.send(PostReply::Ok);
                         }
-                        Control::WebSocket(_) | Control::NamespaceConnect(_) => {}
+                        Control::WebSocket(_) | Control::NamespaceConnect(_) | Control::Disconnect => {}
                     }
                 }
                 Poll::Pending
@@ -544,6 +593,18 @@ impl<F: SessionFactory> Driver<F> {
             Transport::WebSocket(side) => {
                 if ready!(side.poll_write(cx)).is_err() {
                     return Poll::Ready(());
+                }
+                if let Some(frame) = side.close_frame.take() {
+                    if Pin::new(&mut side.ws)
+                        .start_send(Message::Close(Some(frame)))
+                        .is_err()
+                    {
+                        return Poll::Ready(());
+                    }
+                    side.needs_flush = true;
+                    if ready!(side.poll_write(cx)).is_err() {
+                        return Poll::Ready(());
+                    }
                 }
                 // A close frame, then the TCP connection goes with the stream.
                 let _ = ready!(Pin::new(&mut side.ws).poll_close(cx));
@@ -561,7 +622,7 @@ impl<F: SessionFactory> Driver<F> {
                 Control::Post(_, reply) => {
                     let _ = reply.send(PostReply::BadRequest);
                 }
-                Control::WebSocket(_) | Control::NamespaceConnect(_) => {}
+                Control::WebSocket(_) | Control::NamespaceConnect(_) | Control::Disconnect => {}
             }
         }
         self.engine.remove(&self.conn.sid);

@@ -219,6 +219,7 @@ where
             match rx.await {
                 Ok(PollReply::Payload(body)) => text_response(body),
                 Ok(PollReply::BadRequest) | Err(_) => error(EngineError::BadRequest),
+                Ok(PollReply::Overlapping) => status(StatusCode::BAD_REQUEST),
             }
         }
         Method::POST => {

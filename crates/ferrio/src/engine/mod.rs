@@ -35,6 +35,8 @@ pub(crate) trait SessionHandler: Send + Unpin + 'static {
     fn on_message(&mut self, conn: &Arc<Connection>, data: Data<'_>) -> Result<(), CloseReason>;
     /// A request posted with [`Control::NamespaceConnect`].
     fn on_namespace_connect(&mut self, conn: &Arc<Connection>, result: NamespaceConnect);
+    /// The server is ending the connection; say goodbye at the upper layer first.
+    fn on_server_disconnect(&mut self, conn: &Arc<Connection>);
     /// The next instant at which [`SessionHandler::on_deadline`] must run, if any.
     fn deadline(&self) -> Option<tokio::time::Instant>;
     /// A deadline passed.
