@@ -128,9 +128,15 @@ class ServerProcess:
             self.proc.stdout.close()
 
 
+# python-engineio's polling client can lose its CLOSE packet on disconnect (its write loop checks
+# the state before sending), and then waits for the pending GET to return with the next ping. A
+# short ping interval bounds that wait.
+SERVER_ARGS = ("--ping-interval", 2000, "--ping-timeout", 5000)
+
+
 @pytest.fixture(scope="session")
 def interop_server():
-    server = ServerProcess("interop")
+    server = ServerProcess("interop", SERVER_ARGS)
     try:
         yield server
     finally:
@@ -139,7 +145,7 @@ def interop_server():
 
 @pytest.fixture(scope="session")
 def serve_server():
-    server = ServerProcess("serve")
+    server = ServerProcess("serve", SERVER_ARGS)
     try:
         yield server
     finally:
@@ -189,11 +195,17 @@ class Clients:
         return client
 
     def close(self):
-        for c in self.clients:
+        def disconnect(c):
             try:
                 c.disconnect()
             except Exception:  # noqa: BLE001 - best effort cleanup
                 pass
+
+        threads = [threading.Thread(target=disconnect, args=(c,), daemon=True) for c in self.clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=TIMEOUT)
         self.clients.clear()
 
 

@@ -55,6 +55,7 @@ enum Phase {
     Running,
     /// Flushing what was queued before a graceful close, until the deadline.
     Closing {
+        reason: CloseReason,
         deadline: Instant,
     },
 }
@@ -506,12 +507,14 @@ impl<F: SessionFactory> Driver<F> {
                 if graceful {
                     self.conn.take_frames(&mut frames);
                 }
-                if let (true, Some(reply)) = (graceful && !frames.is_empty(), parked.take()) {
+                let flush_first = graceful && !frames.is_empty() && parked.is_some();
+                if let Some(reply) = parked.take_if(|_| flush_first) {
                     // What was queued goes first; the close packet follows in the next poll.
                     // Clients dispatch Socket.IO packets a tick later than they handle an
                     // Engine.IO close, so sharing one response would lose the packets.
                     let _ = reply.send(PollReply::Payload(encode_payload(&frames)));
                     self.phase = Phase::Closing {
+                        reason,
                         deadline: Instant::now() + POLL_CLOSE_GRACE,
                     };
                 } else if let Some(reply) = parked.take() {
@@ -523,6 +526,7 @@ impl<F: SessionFactory> Driver<F> {
                     };
                     let _ = reply.send(PollReply::Payload(body));
                     self.phase = Phase::Closing {
+                        reason,
                         deadline: Instant::now(),
                     };
                 } else if graceful {
@@ -530,10 +534,12 @@ impl<F: SessionFactory> Driver<F> {
                     self.conn.requeue_front(frames);
                     // The close packet goes out with the next poll, if it comes soon.
                     self.phase = Phase::Closing {
+                        reason,
                         deadline: Instant::now() + POLL_CLOSE_GRACE,
                     };
                 } else {
                     self.phase = Phase::Closing {
+                        reason,
                         deadline: Instant::now(),
                     };
                 }
@@ -549,7 +555,7 @@ impl<F: SessionFactory> Driver<F> {
                     side.pending.clear();
                     Instant::now()
                 };
-                self.phase = Phase::Closing { deadline };
+                self.phase = Phase::Closing { reason, deadline };
             }
         }
     }
@@ -614,10 +620,21 @@ impl<F: SessionFactory> Driver<F> {
     }
 
     fn finish(&mut self) {
+        let reason = match self.phase {
+            Phase::Closing { reason, .. } => reason,
+            Phase::Running => CloseReason::TransportClose,
+        };
         for control in self.conn.finish() {
             match control {
+                // A poll that raced the end of the session learns that it ended: a noop when
+                // the client itself closed (its poll was sent first), else a close packet.
                 Control::Poll(reply) => {
-                    let _ = reply.send(PollReply::BadRequest);
+                    let body = if reason == CloseReason::TransportClose {
+                        "6"
+                    } else {
+                        "1"
+                    };
+                    let _ = reply.send(PollReply::Payload(body.as_bytes().to_vec()));
                 }
                 Control::Post(_, reply) => {
                     let _ = reply.send(PostReply::BadRequest);
