@@ -308,7 +308,7 @@ fn upgrade_to_websocket<F, B>(
 /// the frame header, before their body is buffered.
 fn ws_config(max_payload: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_payload))
