@@ -63,8 +63,10 @@ impl Heartbeat {
     pub fn poll(&mut self, now: Instant) -> Option<HeartbeatAction> {
         match self.phase {
             Phase::Idle { ping_at } if now >= ping_at => {
+                // Measured from when the ping was due, not from a late wake-up: the deadline
+                // must not drift with timer lag.
                 self.phase = Phase::AwaitingPong {
-                    deadline: now + self.ping_timeout,
+                    deadline: ping_at + self.ping_timeout,
                 };
                 Some(HeartbeatAction::SendPing)
             }
@@ -202,6 +204,16 @@ mod tests {
         assert_eq!(hb.deadline(), Some(pong_at + I));
         assert_eq!(hb.poll(t0 + I + T), None, "answered ping must not time out");
         assert_eq!(hb.poll(pong_at + I), Some(HeartbeatAction::SendPing));
+    }
+
+    #[test]
+    fn a_late_ping_does_not_push_the_timeout_back() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, I, T);
+        let late = t0 + I + Duration::from_millis(30);
+        assert_eq!(hb.poll(late), Some(HeartbeatAction::SendPing));
+        assert_eq!(hb.deadline(), Some(t0 + I + T));
+        assert_eq!(hb.poll(t0 + I + T), Some(HeartbeatAction::TimedOut));
     }
 
     #[test]

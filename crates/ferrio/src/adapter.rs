@@ -132,6 +132,9 @@ pub enum AdapterError {
     /// Not every node answered in time.
     #[error("cluster request timed out")]
     Timeout,
+    /// The event name is reserved (`connect`, `disconnect`, ...); nothing was sent.
+    #[error("reserved event name")]
+    ReservedEvent,
 }
 
 /// A boxed future, as cluster-wide adapter operations return.

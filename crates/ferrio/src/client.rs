@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 use smallvec::SmallVec;
 use tokio::time::Instant;
@@ -69,10 +72,12 @@ impl Client {
             }
             // A second CONNECT, a packet for a namespace not (yet) connected, or a
             // CONNECT_ERROR from a client: the reference closes the connection.
-            (PacketType::Connect | PacketType::ConnectError, _) | (_, None) => Err(CloseReason::ParseError),
+            (PacketType::Connect | PacketType::ConnectError, _) | (_, None) => {
+                Err(CloseReason::ForcedServerClose)
+            }
             (_, Some(i)) => {
                 let Slot::Connected(socket) = &self.nsps[i].1 else {
-                    return Err(CloseReason::ParseError);
+                    return Err(CloseReason::ForcedServerClose);
                 };
                 let socket = socket.clone();
                 self.on_socket_packet(&socket, packet, i);
@@ -150,9 +155,20 @@ impl Client {
                 };
                 let conn = conn.clone();
                 tokio::spawn(async move {
-                    let outcome = hook(request).await;
+                    // A hook that panics refuses the client instead of leaving it waiting.
+                    let outcome = AssertUnwindSafe(hook(request))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(%nsp, "connect hook panicked");
+                            Err(crate::ConnectError::new("server error"))
+                        });
                     // The session may be gone meanwhile; then nothing is left to accept.
-                    let _ = conn.control(Control::NamespaceConnect(NamespaceConnect { nsp, auth, outcome }));
+                    let _ = conn.control(Control::NamespaceConnect(Box::new(NamespaceConnect {
+                        nsp,
+                        auth,
+                        outcome,
+                    })));
                 });
             }
         }
@@ -185,8 +201,9 @@ impl SessionHandler for Client {
         };
         match decoded {
             Err(e) => {
+                // The reference closes the connection itself on a decode error: "forced close".
                 tracing::debug!(error = %e, "invalid socket.io packet");
-                Err(CloseReason::ParseError)
+                Err(CloseReason::ForcedClose)
             }
             Ok(None) => {
                 if self.attachment_deadline.is_none() {
@@ -240,7 +257,7 @@ impl SessionHandler for Client {
     fn on_deadline(&mut self, _conn: &Arc<Connection>, now: Instant) -> Result<(), CloseReason> {
         if self.attachment_deadline.is_some_and(|d| now >= d) {
             tracing::debug!("binary packet never completed");
-            return Err(CloseReason::ParseError);
+            return Err(CloseReason::ForcedClose);
         }
         if self.connect_deadline.is_some_and(|d| now >= d) {
             self.connect_deadline = None;

@@ -51,8 +51,22 @@ pub enum Cors {
     Origins { allowed: Vec<String>, credentials: bool },
 }
 
+/// What [`Config::allow_request`] sees of a handshake request.
+#[derive(Debug)]
+pub struct HandshakeRequest<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a http::HeaderMap,
+    /// The peer's address, when the HTTP stack provided it.
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+/// Decides whether a new session may open: `Err(message)` refuses it with 403
+/// `{"code":4,"message":...}`.
+pub type AllowRequest = std::sync::Arc<dyn Fn(&HandshakeRequest<'_>) -> Result<(), String> + Send + Sync>;
+
 /// Options of a ferrio server. Defaults match the reference server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The path prefix, with leading and trailing slash (default `/socket.io/`).
     pub path: String,
@@ -80,6 +94,30 @@ pub struct Config {
     pub ack_timeout: Duration,
     /// CORS policy for long-polling.
     pub cors: Cors,
+    /// Runs on every handshake (a request without a session id, on either transport) after
+    /// the protocol checks; the reference's `allowRequest`.
+    pub allow_request: Option<AllowRequest>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("max_payload", &self.max_payload)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("upgrade_timeout", &self.upgrade_timeout)
+            .field("transports", &self.transports)
+            .field("allow_upgrades", &self.allow_upgrades)
+            .field("max_attachments", &self.max_attachments)
+            .field("max_queued_packets", &self.max_queued_packets)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("cors", &self.cors)
+            .field("allow_request", &self.allow_request.is_some())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -98,6 +136,7 @@ impl Default for Config {
             max_queued_bytes: 8 << 20,
             ack_timeout: Duration::from_secs(10),
             cors: Cors::Off,
+            allow_request: None,
         }
     }
 }

@@ -87,6 +87,9 @@ impl BroadcastOperator {
     /// Emits to the selection (encoded once for all). Returns how many local sockets it was
     /// queued for.
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<usize, AdapterError> {
+        if crate::socket::is_reserved(event) {
+            return Err(AdapterError::ReservedEvent);
+        }
         let packet = self.ns.encode_event(event, payload.into(), None);
         self.ns.adapter().broadcast(&packet, &self.opts)
     }
@@ -98,6 +101,9 @@ impl BroadcastOperator {
         event: &str,
         payload: impl Into<Payload>,
     ) -> Result<BroadcastAcks, AdapterError> {
+        if crate::socket::is_reserved(event) {
+            return Err(AdapterError::ReservedEvent);
+        }
         let id = self.ns.next_ack_id();
         let packet = self.ns.encode_event(event, payload.into(), Some(id));
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -290,6 +290,9 @@ impl Socket {
         id: Option<u64>,
         volatile: bool,
     ) -> Result<(), SendError> {
+        if is_reserved(event) {
+            return Err(SendError::ReservedEvent);
+        }
         let packet = EncodedPacket::event(self.0.ns.name(), event, payload, id);
         self.deliver(&packet, volatile)
     }
@@ -306,9 +309,7 @@ impl Socket {
         let mut acks = self.0.acks.lock();
         // Waiters whose emitter gave up (timed out, dropped) are pruned here, so a client
         // that never answers cannot grow the map.
-        if acks.len() >= 8 {
-            acks.retain(|_, w| !w.is_abandoned());
-        }
+        acks.retain(|_, w| !w.is_abandoned());
         acks.insert(id, waiter);
     }
 
@@ -396,10 +397,18 @@ impl Socket {
         self.0.ns.run_disconnect_handlers(self, reason);
     }
 
-    /// Acknowledgements this socket still waits for.
+    /// Acknowledgements this socket still waits for (ones whose emitter gave up are dropped).
     pub fn pending_acks(&self) -> usize {
-        self.0.acks.lock().len()
+        let mut acks = self.0.acks.lock();
+        acks.retain(|_, w| !w.is_abandoned());
+        acks.len()
     }
+}
+
+/// Event names clients treat as their own lifecycle events; sending one breaks the client
+/// (the reference throws).
+pub(crate) fn is_reserved(event: &str) -> bool {
+    ferrio_proto::socket::RESERVED_EVENTS.contains(&event)
 }
 
 /// Removes an ack registration when its emit finishes, whatever the outcome.

@@ -52,6 +52,9 @@ pub enum CloseReason {
     PingTimeout,
     /// The peer sent something that does not decode, or broke the protocol's state rules.
     ParseError,
+    /// The peer broke the Socket.IO state rules (a packet for a namespace it has not joined, a
+    /// second CONNECT): the server closed the connection.
+    ForcedServerClose,
     /// The whole server is closing.
     ServerShuttingDown,
     /// The connection could not keep up with what it was sent and its queue overflowed.
@@ -67,6 +70,7 @@ impl CloseReason {
             Self::ForcedClose => "forced close",
             Self::PingTimeout => "ping timeout",
             Self::ParseError => "parse error",
+            Self::ForcedServerClose => "forced server close",
             Self::ServerShuttingDown => "server shutting down",
             Self::SlowConsumer => "slow consumer",
         }
@@ -75,7 +79,10 @@ impl CloseReason {
     /// Whether the peer is told goodbye (queued frames flushed, then a close packet) rather
     /// than dropped.
     pub(crate) fn is_graceful(&self) -> bool {
-        matches!(self, Self::ForcedClose | Self::ServerShuttingDown)
+        matches!(
+            self,
+            Self::ForcedClose | Self::ForcedServerClose | Self::ServerShuttingDown
+        )
     }
 }
 
@@ -106,7 +113,7 @@ pub(crate) enum Control {
     /// A WebSocket opened for this session (an upgrade probe).
     WebSocket(Box<WsStream>),
     /// A namespace's connect hook finished.
-    NamespaceConnect(NamespaceConnect),
+    NamespaceConnect(Box<NamespaceConnect>),
     /// The server ends the connection: every namespace is told (DISCONNECT), then it closes.
     Disconnect,
 }
@@ -141,6 +148,10 @@ pub enum SendError {
     /// The outgoing queue overflowed; the connection is being closed as a slow consumer.
     #[error("outgoing queue full: slow consumer disconnected")]
     SlowConsumer,
+    /// The event name is reserved (`connect`, `disconnect`, ...); clients would drop the
+    /// connection on receiving it.
+    #[error("reserved event name")]
+    ReservedEvent,
 }
 
 /// Which transport a session uses, readable without the driver.
@@ -166,6 +177,8 @@ struct Shared {
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub sid: Sid,
+    /// A polling POST is being read or handled (the reference allows one at a time).
+    post_in_flight: std::sync::atomic::AtomicBool,
     shared: Mutex<Shared>,
     waker: AtomicWaker,
     transport: AtomicU8,
@@ -177,12 +190,22 @@ impl Connection {
     pub(crate) fn new(sid: Sid, transport: TransportKind, max_packets: usize, max_bytes: usize) -> Self {
         Self {
             sid,
+            post_in_flight: std::sync::atomic::AtomicBool::new(false),
             shared: Mutex::new(Shared::default()),
             waker: AtomicWaker::new(),
             transport: AtomicU8::new(transport as u8),
             max_packets,
             max_bytes,
         }
+    }
+
+    /// Claims the session's one POST slot; false when another POST holds it.
+    pub(crate) fn begin_post(&self) -> bool {
+        !self.post_in_flight.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn end_post(&self) {
+        self.post_in_flight.store(false, Ordering::Release);
     }
 
     pub(crate) fn transport(&self) -> TransportKind {
@@ -209,7 +232,13 @@ impl Connection {
             if volatile && !s.writable {
                 return Err(SendError::Dropped);
             }
-            if s.frames.len() + frames.len() > self.max_packets || s.queued_bytes + bytes > self.max_bytes {
+            // The bound is on backlog: one packet larger than the bound still goes to an idle
+            // connection.
+            let backlog = !s.frames.is_empty();
+            if backlog
+                && (s.frames.len() + frames.len() > self.max_packets
+                    || s.queued_bytes + bytes > self.max_bytes)
+            {
                 if volatile {
                     return Err(SendError::Dropped);
                 }

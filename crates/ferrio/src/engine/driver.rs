@@ -224,7 +224,7 @@ impl<F: SessionFactory> Driver<F> {
                 Ok(())
             }
             Control::NamespaceConnect(c) => {
-                self.handler.on_namespace_connect(&self.conn, c);
+                self.handler.on_namespace_connect(&self.conn, *c);
                 Ok(())
             }
             Control::Disconnect => {
@@ -458,12 +458,13 @@ impl<F: SessionFactory> Driver<F> {
                 return Ok(());
             }
             progressed |= self.poll_probe(cx);
-            progressed |= self.poll_ws_read(cx)?;
-            progressed |= self.poll_ws_write(cx)?;
-            progressed |= self.serve_parked_poll(cx)?;
+            // Deadlines first: a session past its ping timeout must not be served one more poll.
             if self.poll_timer(cx)? {
                 progressed = true;
             }
+            progressed |= self.poll_ws_read(cx)?;
+            progressed |= self.poll_ws_write(cx)?;
+            progressed |= self.serve_parked_poll(cx)?;
             if !progressed {
                 self.conn.set_writable(self.idle_writable());
                 // A writer may have queued between our last look and the flag: look again.
@@ -693,9 +694,23 @@ impl WsSide {
     }
 }
 
+/// The reference reports a peer that went away (with or without a close frame) as a
+/// transport close; only a broken stream is a transport error.
 fn ws_error_reason(e: &tungstenite::Error) -> CloseReason {
+    use std::io::ErrorKind;
+    use tungstenite::error::ProtocolError;
     match e {
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            CloseReason::TransportClose
+        }
+        tungstenite::Error::Io(io)
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+            ) =>
+        {
             CloseReason::TransportClose
         }
         _ => CloseReason::TransportError,

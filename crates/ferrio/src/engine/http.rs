@@ -157,6 +157,17 @@ where
     if transport == TransportKind::WebSocket && !upgrade {
         return error(EngineError::BadRequest);
     }
+    if let Some(allow) = &engine.config.allow_request {
+        let request = crate::config::HandshakeRequest {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            remote: super::remote_of(&req),
+        };
+        if let Err(message) = allow(&request) {
+            return forbidden(&message);
+        }
+    }
     if query.eio != Some("4") {
         return error(EngineError::UnsupportedProtocolVersion);
     }
@@ -223,47 +234,74 @@ where
             }
         }
         Method::POST => {
-            // Binary payloads travel as base64 text in v4; a binary content type is a v3 client.
-            let binary = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/octet-stream"));
-            if binary {
+            if !conn.begin_post() {
+                // Overlapping POSTs: the reference refuses the second and ends the session.
                 conn.close(super::CloseReason::TransportError);
                 return error(EngineError::BadRequest);
             }
-            let max = engine.config.max_payload;
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|len| len > max as u64) {
-                return payload_too_large();
-            }
-            let body = match Limited::new(req.into_body(), max).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                    return payload_too_large();
+            // Released however the request ends, an aborted upload included.
+            struct PostSlot<'a>(&'a Connection);
+            impl Drop for PostSlot<'_> {
+                fn drop(&mut self) {
+                    self.0.end_post();
                 }
-                Err(_) => {
-                    conn.close(super::CloseReason::TransportError);
-                    return error(EngineError::BadRequest);
-                }
-            };
-            let (tx, rx) = oneshot::channel();
-            if conn.control(Control::Post(body, tx)).is_err() {
-                return error(EngineError::UnknownSid);
             }
-            match rx.await {
-                Ok(PostReply::Ok) => Response::builder()
-                    .header(header::CONTENT_TYPE, "text/html")
-                    .body(Full::new(Bytes::from_static(b"ok")))
-                    .unwrap_or_default(),
-                Ok(PostReply::BadRequest) | Err(_) => error(EngineError::BadRequest),
-            }
+            let _slot = PostSlot(conn);
+            post_request(engine, conn, req).await
         }
         _ => status(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn post_request<F, B>(
+    engine: &Arc<Engine<F>>,
+    conn: &Arc<Connection>,
+    req: Request<B>,
+) -> Response<ResponseBody>
+where
+    F: SessionFactory,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // Binary payloads travel as base64 text in v4; a binary content type is a v3 client.
+    let binary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/octet-stream"));
+    if binary {
+        conn.close(super::CloseReason::TransportError);
+        return error(EngineError::BadRequest);
+    }
+    let max = engine.config.max_payload;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return payload_too_large();
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return payload_too_large();
+        }
+        Err(_) => {
+            conn.close(super::CloseReason::TransportError);
+            return error(EngineError::BadRequest);
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    if conn.control(Control::Post(body, tx)).is_err() {
+        return error(EngineError::UnknownSid);
+    }
+    match rx.await {
+        Ok(PostReply::Ok) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Full::new(Bytes::from_static(b"ok")))
+            .unwrap_or_default(),
+        Ok(PostReply::BadRequest) | Err(_) => error(EngineError::BadRequest),
     }
 }
 
@@ -327,6 +365,17 @@ fn error(e: EngineError) -> Response<ResponseBody> {
     let body = format!(r#"{{"code":{},"message":"{}"}}"#, e as u8, e.message());
     Response::builder()
         .status(StatusCode::BAD_REQUEST)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+/// 403 `{"code":4,"message":...}`: `allow_request` refused the handshake.
+fn forbidden(message: &str) -> Response<ResponseBody> {
+    let message = if message.is_empty() { "Forbidden" } else { message };
+    let body = serde_json::json!({ "code": 4, "message": message }).to_string();
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()

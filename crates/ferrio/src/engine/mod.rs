@@ -52,7 +52,7 @@ pub(crate) trait SessionFactory: Send + Sync + 'static {
 }
 
 /// Settings the engine needs, copied out of [`Config`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct EngineConfig {
     pub path: String,
     pub ping_interval: Duration,
@@ -64,6 +64,7 @@ pub(crate) struct EngineConfig {
     pub max_queued_packets: usize,
     pub max_queued_bytes: usize,
     pub cors: crate::config::Cors,
+    pub allow_request: Option<crate::config::AllowRequest>,
 }
 
 impl From<&Config> for EngineConfig {
@@ -79,6 +80,7 @@ impl From<&Config> for EngineConfig {
             max_queued_packets: c.max_queued_packets,
             max_queued_bytes: c.max_queued_bytes,
             cors: c.cors.clone(),
+            allow_request: c.allow_request.clone(),
         }
     }
 }

@@ -43,6 +43,12 @@ fn socket_of(io: &Io, nsp: &str, sid: &str) -> Socket {
 async fn handler_answers_client_acks_with_exact_wire_text() {
     let server = start(server_io()).await;
     let mut c = WsClient::connect(server.addr).await;
+    assert_eq!(
+        c.open["upgrades"],
+        json!([]),
+        "a WebSocket-only session offers no upgrade"
+    );
+    assert_eq!(c.open["sid"].as_str().map(str::len), Some(20));
     c.connect_ns("/").await;
 
     // The reference suite's example.
@@ -61,8 +67,10 @@ async fn handler_answers_client_acks_with_exact_wire_text() {
     c.send(r#"42["no-ack-wanted"]"#).await;
     c.expect(r#"42["wanted",false]"#).await;
 
-    // In another namespace, the namespace is written before the id.
-    c.connect_ns("/chat").await;
+    // In another namespace, the namespace is written before the id. A CONNECT may leave out
+    // the comma after the namespace; the reply always has it.
+    c.send("40/chat").await;
+    crate::support::parse_connect_reply(&c.recv_text().await, "/chat");
     c.send(r#"42/chat,7["echo","x"]"#).await;
     c.expect(r#"43/chat,7["x"]"#).await;
 }
@@ -84,10 +92,7 @@ async fn server_ack_resolves_with_the_clients_answer_and_leaves_nothing_pending(
     assert_eq!(socket.pending_acks(), 1);
     c.send(r#"430["a",{"b":2}]"#).await;
     let answer = within("ack", task).await.expect("task");
-    assert_eq!(
-        answer.expect("answered").args,
-        vec![json!("a"), json!({"b": 2})]
-    );
+    assert_eq!(answer.expect("answered").args, vec![json!("a"), json!({"b": 2})]);
     assert_eq!(socket.pending_acks(), 0);
 
     // A binary answer.
@@ -156,4 +161,57 @@ async fn server_ack_in_flight_resolves_disconnected_when_the_socket_leaves() {
         "{result:?}"
     );
     assert_eq!(socket.pending_acks(), 0);
+}
+
+#[tokio::test]
+async fn echoed_objects_keep_their_member_order() {
+    let server = start(server_io()).await;
+    let mut c = WsClient::connect(server.addr).await;
+    c.connect_ns("/").await;
+    c.send(r#"421["echo",{"b":1,"a":{"z":true,"y":null}}]"#).await;
+    c.expect(r#"431[{"b":1,"a":{"z":true,"y":null}}]"#).await;
+}
+
+#[tokio::test]
+async fn an_ack_for_another_sockets_id_resolves_nothing() {
+    let server = start(server_io()).await;
+    let mut a = WsClient::connect(server.addr).await;
+    let a_socket = socket_of(&server.io, "/", &a.connect_ns("/").await);
+    let mut b = WsClient::connect(server.addr).await;
+    b.connect_ns("/").await;
+
+    let s = a_socket.clone();
+    let task = tokio::spawn(async move {
+        s.emit_with_ack_timeout("q", json!(1), Duration::from_millis(300))
+            .await
+    });
+    a.expect(r#"420["q",1]"#).await;
+    // B forges A's answer: ack ids are per socket on the receiving side.
+    b.send(r#"430["forged"]"#).await;
+    b.send(r#"421["echo","b"]"#).await;
+    b.expect(r#"431["b"]"#).await;
+    assert_eq!(a_socket.pending_acks(), 1);
+    let result = within("ack", task).await.expect("task");
+    assert_eq!(result, Err(AckError::Timeout));
+}
+
+#[tokio::test]
+async fn reserved_event_names_are_never_emitted() {
+    let server = start(server_io()).await;
+    let mut c = WsClient::connect(server.addr).await;
+    let socket = socket_of(&server.io, "/", &c.connect_ns("/").await);
+    let ns = server.io.of("/").expect("namespace");
+    for name in [
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+    ] {
+        let _ = socket.emit(name, ());
+        let _ = ns.emit(name, ());
+    }
+    socket.emit("marker", ()).expect("emit");
+    c.expect(r#"42["marker"]"#).await;
 }

@@ -10,7 +10,9 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::{PollClient, WsClient, assert_healthy, eventually, parse_connect_reply, start, with_echo};
+use crate::support::{
+    PollClient, WsClient, assert_healthy, eventually, parse_connect_reply, start, with_echo,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 struct UserId(u64);
@@ -77,7 +79,10 @@ async fn slow_hook_delays_the_connect_reply() {
     let started = Instant::now();
     c.send("40/slow,").await;
     let reply = c.recv_text().await;
-    assert!(started.elapsed() >= Duration::from_millis(200), "the hook ran first");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the hook ran first"
+    );
     parse_connect_reply(&reply, "/slow");
     c.send(r#"42/slow,1["echo","x"]"#).await;
     c.expect(r#"43/slow,1["x"]"#).await;
@@ -168,7 +173,7 @@ async fn hook_sees_auth_headers_and_query_and_socket_sees_the_extension() {
     let mut c = WsClient::connect_with(server.addr, "&foo=bar&n=1", &[("x-test", "hello")]).await;
     c.send(r#"40/private,{"token":"good","extra":[1]}"#).await;
     parse_connect_reply(&c.recv_text().await, "/private");
-    c.expect(r#"42/private,["ext",42,{"k":1},{"extra":[1],"token":"good"}]"#)
+    c.expect(r#"42/private,["ext",42,{"k":1},{"token":"good","extra":[1]}]"#)
         .await;
 
     let seen = f.seen.lock().clone();
@@ -191,4 +196,49 @@ async fn hook_sees_auth_headers_and_query_and_socket_sees_the_extension() {
     let reply = c2.recv_text().await;
     assert!(reply.starts_with("44/private,"), "{reply}");
     assert_eq!(f.seen.lock()[1].auth, json!({}));
+}
+
+#[tokio::test]
+async fn dynamic_namespaces_are_created_on_demand() {
+    let io = Io::builder(Config::default())
+        .ns("/", with_echo)
+        .dynamic_ns(|name| name.starts_with("/room-"), with_echo)
+        .build();
+    let server = start(io).await;
+    assert!(server.io.of("/room-1").is_none());
+    let mut c = WsClient::connect(server.addr).await;
+    c.connect_ns("/room-1").await;
+    c.connect_ns("/room-2").await;
+    c.send(r#"42/room-2,5["echo","two"]"#).await;
+    c.expect(r#"43/room-2,5["two"]"#).await;
+    let ns = server.io.of("/room-1").expect("created");
+    assert_eq!(ns.socket_count(), 1);
+    c.send("40/other,").await;
+    c.expect(r#"44/other,{"message":"Invalid namespace"}"#).await;
+    c.send("41/room-1,").await;
+    eventually("left", || ns.socket_count() == 0).await;
+    c.send(r#"42/room-2,6["echo","still"]"#).await;
+    c.expect(r#"43/room-2,6["still"]"#).await;
+}
+
+#[tokio::test]
+async fn a_panicking_connect_hook_refuses_the_client() {
+    let io = Io::builder(Config::default())
+        .ns("/", |ns| ns)
+        .ns("/boom", |ns| {
+            ns.connect_hook(|_req| async move {
+                if true {
+                    panic!("hook failure");
+                }
+                Ok(ferrio::Accepted::new())
+            })
+        })
+        .build();
+    let server = start(io).await;
+    let mut c = WsClient::connect(server.addr).await;
+    c.send("40/boom,").await;
+    c.expect(r#"44/boom,{"message":"server error"}"#).await;
+    assert_eq!(server.io.of("/boom").unwrap().socket_count(), 0);
+    // The connection itself is still usable.
+    c.connect_ns("/").await;
 }

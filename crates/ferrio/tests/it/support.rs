@@ -111,7 +111,11 @@ pub enum RecvEnd {
 }
 
 /// Opens a raw WebSocket to `/socket.io/?{query}` with extra request headers.
-pub async fn ws_open(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
+pub async fn ws_open(
+    addr: SocketAddr,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tungstenite::Error> {
     ws_open_with(addr, query, headers, None).await
 }
 
@@ -150,6 +154,10 @@ pub struct WsClient {
     pub auto_pong: bool,
     /// Pings seen so far.
     pub pings: usize,
+    /// Whether the server sent a close frame.
+    pub close_frame: bool,
+    /// The code of the close frame the server sent, if it had one.
+    pub close_code: Option<u16>,
 }
 
 impl WsClient {
@@ -169,6 +177,8 @@ impl WsClient {
             open: Value::Null,
             auto_pong: true,
             pings: 0,
+            close_frame: false,
+            close_code: None,
         };
         let first = client.recv_text().await;
         let json = first
@@ -187,6 +197,8 @@ impl WsClient {
             open: Value::Null,
             auto_pong: true,
             pings: 0,
+            close_frame: false,
+            close_code: None,
         }
     }
 
@@ -222,7 +234,11 @@ impl WsClient {
                 }
                 Message::Text(t) => return Ok(Frame::Text(t.as_str().to_owned())),
                 Message::Binary(b) => return Ok(Frame::Binary(b)),
-                Message::Close(c) => return Err(RecvEnd::Closed(format!("close frame {c:?}"))),
+                Message::Close(c) => {
+                    self.close_frame = true;
+                    self.close_code = c.as_ref().map(|f| u16::from(f.code));
+                    return Err(RecvEnd::Closed(format!("close frame {c:?}")));
+                }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
@@ -309,7 +325,11 @@ impl WsClient {
 
 /// `""` for `/`, `/nsp,` otherwise.
 pub fn nsp_prefix(nsp: &str) -> String {
-    if nsp == "/" { String::new() } else { format!("{nsp},") }
+    if nsp == "/" {
+        String::new()
+    } else {
+        format!("{nsp},")
+    }
 }
 
 /// Checks a CONNECT reply `40[/nsp,]{"sid":"<20 chars>"}` and returns the sid.
@@ -424,7 +444,11 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
     } else {
         rest.to_vec()
     };
-    HttpResponse { status, headers, body }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
