@@ -270,6 +270,9 @@ impl SessionHandler for Client {
     }
 
     fn on_close(&mut self, _conn: &Arc<Connection>, reason: CloseReason) {
+        for observer in &self.io.observers {
+            observer.on_close(&self.handshake, reason);
+        }
         for (_, slot) in self.nsps.drain(..) {
             if let Slot::Connected(socket) = slot {
                 socket.on_disconnect(DisconnectReason::Transport(reason));

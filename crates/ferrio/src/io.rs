@@ -9,14 +9,24 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::client::Client;
-use crate::engine::{CloseReason, Connection, Engine, EngineConfig, SessionFactory};
+use crate::engine::{CloseReason, Connection, Engine, EngineConfig, SessionFactory, TransportKind};
 use crate::namespace::{AdapterFactory, Handlers, local_adapter_factory};
 use crate::{Config, Handshake, Namespace, NamespaceBuilder};
 
 type Matcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Hears about every Engine.IO connection of a server: for connection limits, metrics, logs.
+/// Both methods run on the connection's own task and must not block.
+pub trait ConnectionObserver: Send + Sync + 'static {
+    /// A connection opened (before any namespace is joined).
+    fn on_open(&self, _handshake: &Handshake, _transport: TransportKind) {}
+    /// A connection closed.
+    fn on_close(&self, _handshake: &Handshake, _reason: CloseReason) {}
+}
+
 pub(crate) struct IoShared {
     pub(crate) config: Config,
+    pub(crate) observers: Vec<Arc<dyn ConnectionObserver>>,
     namespaces: RwLock<HashMap<Arc<str>, Namespace>>,
     dynamic: Vec<(Matcher, Arc<Handlers>)>,
     adapter_factory: AdapterFactory,
@@ -50,7 +60,10 @@ impl IoShared {
 impl SessionFactory for Arc<IoShared> {
     type Handler = Client;
 
-    fn open(&self, _conn: &Arc<Connection>, handshake: Arc<Handshake>) -> Client {
+    fn open(&self, conn: &Arc<Connection>, handshake: Arc<Handshake>) -> Client {
+        for observer in &self.observers {
+            observer.on_open(&handshake, conn.transport());
+        }
         Client::new(self.clone(), handshake)
     }
 }
@@ -61,6 +74,7 @@ pub struct IoBuilder {
     namespaces: Vec<(String, NamespaceBuilder)>,
     dynamic: Vec<(Matcher, NamespaceBuilder)>,
     adapter_factory: AdapterFactory,
+    observers: Vec<Arc<dyn ConnectionObserver>>,
 }
 
 impl fmt::Debug for IoBuilder {
@@ -104,11 +118,18 @@ impl IoBuilder {
         self
     }
 
+    /// Adds an observer of every connection's open and close.
+    pub fn observer(mut self, observer: impl ConnectionObserver) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
     /// Builds the server.
     pub fn build(self) -> Io {
         let config = self.config.normalized();
         let shared = Arc::new(IoShared {
             config: config.clone(),
+            observers: self.observers,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: self
                 .dynamic
@@ -167,6 +188,7 @@ impl Io {
             namespaces: Vec::new(),
             dynamic: Vec::new(),
             adapter_factory: local_adapter_factory(),
+            observers: Vec::new(),
         }
     }
 

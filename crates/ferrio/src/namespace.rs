@@ -30,6 +30,7 @@ type ConnectHook = Arc<dyn Fn(ConnectRequest) -> BoxFuture<'static, ConnectOutco
 type SocketCallback = Box<dyn Fn(&Socket) + Send + Sync>;
 type DisconnectCallback = Box<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
 type EventHandler = Box<dyn Fn(&Socket, Event) + Send + Sync>;
+type EventGuard = Box<dyn Fn(&Socket, &Event) -> Result<(), Payload> + Send + Sync>;
 
 /// A namespace's handlers, fixed once built. Dynamic namespaces created from one pattern
 /// share them.
@@ -40,6 +41,7 @@ pub(crate) struct Handlers {
     on_disconnect: Vec<DisconnectCallback>,
     events: HashMap<String, EventHandler>,
     on_any: Option<EventHandler>,
+    guards: Vec<EventGuard>,
 }
 
 /// Declares a namespace's behaviour.
@@ -100,6 +102,17 @@ impl NamespaceBuilder {
         self.on(event, move |socket, ev| {
             tokio::spawn(f(socket.clone(), ev));
         })
+    }
+
+    /// Checks every event before its handler runs (rate limits, permissions, schemas). The
+    /// first guard that answers `Err(payload)` stops the event: no handler sees it, and the
+    /// client's ack (if it asked for one) carries `payload`. Guards run in the order added.
+    pub fn guard(
+        mut self,
+        f: impl Fn(&Socket, &Event) -> Result<(), Payload> + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.guards.push(Box::new(f));
+        self
     }
 
     /// Handles every event that has no handler of its own.
@@ -226,8 +239,15 @@ impl Namespace {
         }
     }
 
-    pub(crate) fn dispatch(&self, socket: &Socket, event: Event) {
+    pub(crate) fn dispatch(&self, socket: &Socket, mut event: Event) {
         let handlers = &self.0.handlers;
+        for guard in &handlers.guards {
+            if let Err(answer) = guard(socket, &event) {
+                // Refused: the client learns why through its ack, if it asked for one.
+                event.ack(answer);
+                return;
+            }
+        }
         if let Some(f) = handlers.events.get(event.name()) {
             f(socket, event);
         } else if let Some(f) = &handlers.on_any {

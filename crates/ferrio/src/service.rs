@@ -128,6 +128,27 @@ where
     }
 }
 
+/// Limits of the HTTP server loop [`serve_with`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How long a client may take to send a request's headers (against slowloris).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may take to finish after `shutdown`.
+    pub drain: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Serves HTTP/1.1 on `listener` with `service` until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish (up to `drain`) and returns.
 ///
@@ -151,12 +172,38 @@ where
         + Send
         + 'static,
 {
+    let options = ServeOptions {
+        drain,
+        ..ServeOptions::default()
+    };
+    serve_with(listener, service, shutdown, options).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with<S, ResBody>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .max_buf_size(64 * 1024);
+        .header_read_timeout(options.header_read_timeout)
+        // hyper's floor for its read buffer is 8 KiB.
+        .max_buf_size(options.max_header_bytes.max(8192));
     let builder = Arc::new(builder.http1_only());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -182,7 +229,7 @@ where
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(options.drain, graceful.shutdown()).await;
     Ok(())
 }
 

@@ -242,3 +242,74 @@ async fn a_panicking_connect_hook_refuses_the_client() {
     // The connection itself is still usable.
     c.connect_ns("/").await;
 }
+
+#[tokio::test]
+async fn guards_stop_events_and_answer_through_the_ack() {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let seen = handled.clone();
+    let io = Io::builder(Config::default())
+        .ns("/", move |ns| {
+            let seen = seen.clone();
+            ns.guard(|_socket, event| {
+                if event.name() == "secret" {
+                    Err(json!({ "ok": false, "error": "forbidden" }).into())
+                } else {
+                    Ok(())
+                }
+            })
+            .on_any(move |_socket, mut event| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                event.ack(json!({ "ok": true }));
+            })
+        })
+        .build();
+    let server = start(io).await;
+    let mut c = WsClient::connect(server.addr).await;
+    c.connect_ns("/").await;
+    c.send(r#"421["secret",1]"#).await;
+    c.expect(r#"431[{"ok":false,"error":"forbidden"}]"#).await;
+    c.send(r#"42["secret",2]"#).await;
+    c.send(r#"422["public",3]"#).await;
+    c.expect(r#"432[{"ok":true}]"#).await;
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        1,
+        "only the allowed event reached a handler"
+    );
+}
+
+#[tokio::test]
+async fn observers_see_every_connection_open_and_close() {
+    #[derive(Default)]
+    struct Count {
+        open: AtomicUsize,
+        closed: Mutex<Vec<&'static str>>,
+    }
+    #[derive(Clone)]
+    struct Observer(Arc<Count>);
+    impl ferrio::ConnectionObserver for Observer {
+        fn on_open(&self, handshake: &ferrio::Handshake, _t: ferrio::TransportKind) {
+            assert!(handshake.address.is_some());
+            self.0.open.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_close(&self, _handshake: &ferrio::Handshake, reason: ferrio::CloseReason) {
+            self.0.closed.lock().push(reason.as_str());
+        }
+    }
+    let count = Arc::new(Count::default());
+    let io = Io::builder(Config::default())
+        .ns("/", |ns| ns)
+        .observer(Observer(count.clone()))
+        .build();
+    let server = start(io).await;
+    let mut a = WsClient::connect(server.addr).await;
+    a.connect_ns("/").await;
+    let b = WsClient::connect(server.addr).await;
+    a.send("1").await;
+    drop(b);
+    crate::support::eventually("both closes observed", || count.closed.lock().len() == 2).await;
+    assert_eq!(count.open.load(Ordering::SeqCst), 2);
+    let mut reasons = count.closed.lock().clone();
+    reasons.sort();
+    assert_eq!(reasons, vec!["transport close", "transport close"]);
+}
