@@ -53,6 +53,9 @@ enum Command {
         /// The server's PID, to read its RSS.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// JSON auth payload sent with every CONNECT (e.g. '{"token":"..."}').
+        #[arg(long)]
+        auth: Option<String>,
     },
     /// N subscribers in a room, one publisher, as fast as a window of acks allows.
     Fanout {
@@ -90,6 +93,11 @@ fn raise_nofile() {
 
 /// Opens one WebSocket session and connects namespace `/`.
 async fn connect(target: SocketAddr, source: u8) -> Result<Ws, String> {
+    connect_with(target, source, None).await
+}
+
+/// Opens one WebSocket session and connects namespace `/` with an auth payload.
+async fn connect_with(target: SocketAddr, source: u8, auth: Option<&str>) -> Result<Ws, String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)), 0);
     socket.bind(local).map_err(|e| format!("bind: {e}"))?;
@@ -106,13 +114,20 @@ async fn connect(target: SocketAddr, source: u8) -> Result<Ws, String> {
     if !open.starts_with('0') {
         return Err(format!("unexpected first packet {open:?}"));
     }
-    ws.send(Message::text("40"))
+    let connect = match auth {
+        Some(auth) => format!("40{auth}"),
+        None => "40".to_owned(),
+    };
+    ws.send(Message::text(connect))
         .await
         .map_err(|e| format!("send: {e}"))?;
     loop {
         let packet = next_text(&mut ws).await?;
         if packet.starts_with("40") {
             return Ok(ws);
+        }
+        if packet.starts_with("44") {
+            return Err(format!("refused: {packet}"));
         }
         if packet == "2" {
             ws.send(Message::text("3"))
@@ -161,7 +176,9 @@ async fn hold(
     concurrency: usize,
     hold_secs: u64,
     pid: Option<u32>,
+    auth: Option<String>,
 ) {
+    let auth: Option<Arc<str>> = auth.map(Arc::from);
     let before = pid.and_then(rss_kb);
     let gate = Arc::new(Semaphore::new(concurrency));
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -171,11 +188,14 @@ async fn hold(
     let mut attempts = tokio::task::JoinSet::new();
     for i in 0..connections {
         let gate = gate.clone();
+        let auth = auth.clone();
         let source = 1 + (i % sources.max(1) as usize) as u8;
         attempts.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let t0 = Instant::now();
-            connect(target, source).await.map(|ws| (ws, t0.elapsed()))
+            connect_with(target, source, auth.as_deref())
+                .await
+                .map(|ws| (ws, t0.elapsed()))
         });
     }
     let mut held = Vec::with_capacity(connections);
@@ -221,6 +241,7 @@ async fn hold(
         "failures": failures,
         "dropped_during_hold": dropped.load(Ordering::Relaxed),
         "ramp_s": ramp.as_secs_f64(),
+        "handshakes_per_s": connected as f64 / ramp.as_secs_f64().max(1e-9),
         "handshake_p50_ms": percentile_ms(&handshakes, 0.5),
         "handshake_p99_ms": percentile_ms(&handshakes, 0.99),
         "rss_before_kb": before,
@@ -433,7 +454,8 @@ async fn main() {
             concurrency,
             hold: secs,
             server_pid,
-        } => hold(target, connections, sources, concurrency, secs, server_pid).await,
+            auth,
+        } => hold(target, connections, sources, concurrency, secs, server_pid, auth).await,
         Command::Fanout {
             target,
             subscribers,
