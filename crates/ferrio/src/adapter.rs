@@ -146,6 +146,9 @@ pub struct SocketInfo {
     pub id: Sid,
     pub rooms: Vec<Room>,
     pub data: Value,
+    /// The handshake in the reference's shape (`headers`, `time`, `address`, `xdomain`,
+    /// `secure`, `issued`, `url`, `query`, `auth`).
+    pub handshake: Value,
     /// Set for sockets on this node.
     pub local: Option<Socket>,
 }
@@ -161,17 +164,17 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Adds a socket to rooms.
     fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
-        self.local().add_all(sid, rooms);
+        let _created = self.local().add_all(sid, rooms);
     }
 
     /// Removes a socket from a room.
     fn del(&self, sid: Sid, room: &Room) {
-        self.local().del(sid, room);
+        let _emptied = self.local().del(sid, room);
     }
 
     /// Removes a socket from every room.
     fn del_all(&self, sid: Sid) {
-        self.local().del_all(sid);
+        let _emptied = self.local().del_all(sid);
     }
 
     /// The rooms a local socket is in (its own id excluded).
@@ -245,6 +248,31 @@ pub trait Adapter: Send + Sync + 'static {
         let rooms = self.local().rooms();
         Box::pin(async move { Ok(rooms) })
     }
+
+    /// Sends `args` (event name first) to the other servers' namespace handlers. A single
+    /// node has nobody to tell.
+    fn server_side_emit(&self, _args: Vec<Value>) -> BoxFuture<'_, Result<(), AdapterError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Like [`Adapter::server_side_emit`], collecting one answer per other server.
+    fn server_side_emit_with_ack(
+        &self,
+        _args: Vec<Value>,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Value>, AdapterError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// How many servers share this namespace (this one included).
+    fn server_count(&self) -> BoxFuture<'_, Result<usize, AdapterError>> {
+        Box::pin(async { Ok(1) })
+    }
+
+    /// Whether the adapter can reach the rest of the cluster right now (readiness probes).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -298,46 +326,56 @@ impl LocalAdapter {
         );
     }
 
-    /// Adds a local socket to rooms; unknown sockets are ignored.
-    pub fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
+    /// Adds a local socket to rooms; unknown sockets are ignored. Returns the rooms this
+    /// created (their first local member), which cluster adapters may subscribe to.
+    pub fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) -> SmallVec<[Room; 1]> {
+        let mut created = SmallVec::new();
         let mut index = self.index.write();
         let Index {
             sockets,
             rooms: by_room,
         } = &mut *index;
         let Some(entry) = sockets.get_mut(&sid) else {
-            return;
+            return created;
         };
         for room in rooms {
             if room.as_ref() == sid.as_str() || entry.rooms.contains(&room) {
                 continue;
             }
-            by_room.entry(room.clone()).or_default().insert(sid);
+            let members = by_room.entry(room.clone()).or_default();
+            if members.is_empty() {
+                created.push(room.clone());
+            }
+            members.insert(sid);
             entry.rooms.push(room);
         }
+        created
     }
 
-    /// Removes a local socket from a room.
-    pub fn del(&self, sid: Sid, room: &Room) {
+    /// Removes a local socket from a room. Returns the room if it has no local member left.
+    pub fn del(&self, sid: Sid, room: &Room) -> Option<Room> {
         let mut index = self.index.write();
         let Index { sockets, rooms } = &mut *index;
-        if let Some(entry) = sockets.get_mut(&sid)
-            && let Some(pos) = entry.rooms.iter().position(|r| r == room)
-        {
-            entry.rooms.swap_remove(pos);
-            remove_member(rooms, room, sid);
-        }
+        let entry = sockets.get_mut(&sid)?;
+        let pos = entry.rooms.iter().position(|r| r == room)?;
+        entry.rooms.swap_remove(pos);
+        remove_member(rooms, room, sid).then(|| room.clone())
     }
 
-    /// Removes a local socket from every room and from the index.
-    pub fn del_all(&self, sid: Sid) {
+    /// Removes a local socket from every room and from the index. Returns the rooms left with
+    /// no local member.
+    pub fn del_all(&self, sid: Sid) -> Vec<Room> {
         let mut index = self.index.write();
         let Index { sockets, rooms } = &mut *index;
-        if let Some(entry) = sockets.remove(&sid) {
-            for room in &entry.rooms {
-                remove_member(rooms, room, sid);
-            }
-        }
+        let Some(entry) = sockets.remove(&sid) else {
+            return Vec::new();
+        };
+        entry
+            .rooms
+            .iter()
+            .filter(|room| remove_member(rooms, room, sid))
+            .cloned()
+            .collect()
     }
 
     /// The rooms a local socket is in (its own id excluded).
@@ -440,19 +478,23 @@ impl LocalAdapter {
                 id: socket.id(),
                 rooms: socket.rooms(),
                 data: socket.data(),
+                handshake: socket.handshake_json(),
                 local: Some(socket),
             })
             .collect()
     }
 }
 
-fn remove_member(rooms: &mut HashMap<Room, HashSet<Sid>>, room: &Room, sid: Sid) {
+/// Removes `sid` from `room`; true when that emptied (and dropped) the room.
+fn remove_member(rooms: &mut HashMap<Room, HashSet<Sid>>, room: &Room, sid: Sid) -> bool {
     if let Some(members) = rooms.get_mut(room) {
         members.remove(&sid);
         if members.is_empty() {
             rooms.remove(room);
+            return true;
         }
     }
+    false
 }
 
 impl Adapter for LocalAdapter {

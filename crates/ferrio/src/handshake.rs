@@ -45,6 +45,11 @@ impl Handshake {
         }
     }
 
+    /// When the session opened, as text (the reference's `handshake.time`).
+    pub fn time(&self) -> String {
+        httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_millis(self.issued))
+    }
+
     /// The first value of a query parameter, percent-decoding not applied.
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query.split('&').find_map(|pair| {

@@ -52,8 +52,7 @@ impl IoShared {
     }
 
     fn new_namespace(&self, name: Arc<str>, handlers: Arc<Handlers>) -> Namespace {
-        let adapter = (self.adapter_factory)(&name);
-        Namespace::new(name, handlers, adapter, self.config.ack_timeout)
+        Namespace::new(name, handlers, &self.adapter_factory, self.config.ack_timeout)
     }
 }
 
@@ -112,7 +111,7 @@ impl IoBuilder {
     /// Uses another adapter (a cluster adapter) for every namespace.
     pub fn adapter(
         mut self,
-        factory: impl Fn(&str) -> Arc<dyn crate::Adapter> + Send + Sync + 'static,
+        factory: impl Fn(&crate::AdapterContext) -> Arc<dyn crate::Adapter> + Send + Sync + 'static,
     ) -> Self {
         self.adapter_factory = Arc::new(factory);
         self

@@ -49,7 +49,9 @@ pub use engine::{CloseReason, RemoteAddr, SendError, TransportKind};
 pub use ferrio_proto as proto;
 pub use handshake::Handshake;
 pub use io::{ConnectionObserver, Io, IoBuilder};
-pub use namespace::{ConnectRequest, Namespace, NamespaceBuilder};
+pub use namespace::{
+    AdapterContext, AdapterFactory, ConnectRequest, Namespace, NamespaceBuilder, ServerEvent,
+};
 pub use operators::{BroadcastAcks, BroadcastOperator};
 pub use payload::{AckSender, Event, Payload};
 pub use service::{FerrioLayer, ServeOptions, serve, serve_with};

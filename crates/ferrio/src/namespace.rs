@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -31,6 +31,7 @@ type SocketCallback = Box<dyn Fn(&Socket) + Send + Sync>;
 type DisconnectCallback = Box<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
 type EventHandler = Box<dyn Fn(&Socket, Event) + Send + Sync>;
 type EventGuard = Box<dyn Fn(&Socket, &Event) -> Result<(), Payload> + Send + Sync>;
+type ServerEventHandler = Box<dyn Fn(&Namespace, ServerEvent) + Send + Sync>;
 
 /// A namespace's handlers, fixed once built. Dynamic namespaces created from one pattern
 /// share them.
@@ -42,6 +43,7 @@ pub(crate) struct Handlers {
     events: HashMap<String, EventHandler>,
     on_any: Option<EventHandler>,
     guards: Vec<EventGuard>,
+    server_events: HashMap<String, ServerEventHandler>,
 }
 
 /// Declares a namespace's behaviour.
@@ -115,6 +117,17 @@ impl NamespaceBuilder {
         self
     }
 
+    /// Handles an event another server of the cluster sent with
+    /// [`Namespace::server_side_emit`].
+    pub fn on_server_event(
+        mut self,
+        event: &str,
+        f: impl Fn(&Namespace, ServerEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.server_events.insert(event.to_owned(), Box::new(f));
+        self
+    }
+
     /// Handles every event that has no handler of its own.
     pub fn on_any(mut self, f: impl Fn(&Socket, Event) + Send + Sync + 'static) -> Self {
         self.handlers.on_any = Some(Box::new(f));
@@ -134,6 +147,13 @@ pub(crate) struct NamespaceInner {
     ack_timeout: Duration,
 }
 
+fn server_event_args(event: &str, args: Vec<Value>) -> Vec<Value> {
+    let mut all = Vec::with_capacity(args.len() + 1);
+    all.push(Value::from(event));
+    all.extend(args);
+    all
+}
+
 /// A namespace. Cheap to clone.
 #[derive(Clone)]
 pub struct Namespace(Arc<NamespaceInner>);
@@ -144,27 +164,121 @@ impl fmt::Debug for Namespace {
     }
 }
 
+/// What an adapter is told about the namespace it serves.
+#[derive(Clone)]
+pub struct AdapterContext {
+    name: Arc<str>,
+    namespace: Arc<OnceLock<Weak<NamespaceInner>>>,
+}
+
+impl fmt::Debug for AdapterContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdapterContext")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl AdapterContext {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace, once it exists (the adapter is created first), while it exists.
+    pub fn namespace(&self) -> Option<Namespace> {
+        self.namespace.get()?.upgrade().map(Namespace)
+    }
+}
+
 /// Creates the adapter of each namespace.
-pub type AdapterFactory = Arc<dyn Fn(&str) -> Arc<dyn Adapter> + Send + Sync>;
+pub type AdapterFactory = Arc<dyn Fn(&AdapterContext) -> Arc<dyn Adapter> + Send + Sync>;
 
 pub(crate) fn local_adapter_factory() -> AdapterFactory {
     Arc::new(|_| Arc::new(LocalAdapter::new()))
+}
+
+/// An event another server of the cluster sent with `server_side_emit`.
+#[derive(Debug)]
+pub struct ServerEvent {
+    /// The event's name.
+    pub name: String,
+    /// Its arguments.
+    pub args: Vec<Value>,
+    ack: Option<tokio::sync::oneshot::Sender<Value>>,
+}
+
+impl ServerEvent {
+    /// An event as an adapter received it; `ack` receives the handler's answer, if the
+    /// sender asked for one.
+    pub fn new(name: String, args: Vec<Value>, ack: Option<tokio::sync::oneshot::Sender<Value>>) -> Self {
+        Self { name, args, ack }
+    }
+
+    /// Whether the sending server waits for an answer.
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
+    /// Answers the sending server (once; later calls do nothing).
+    pub fn ack(&mut self, answer: Value) {
+        if let Some(tx) = self.ack.take() {
+            let _ = tx.send(answer);
+        }
+    }
 }
 
 impl Namespace {
     pub(crate) fn new(
         name: Arc<str>,
         handlers: Arc<Handlers>,
-        adapter: Arc<dyn Adapter>,
+        factory: &AdapterFactory,
         ack_timeout: Duration,
     ) -> Self {
-        Self(Arc::new(NamespaceInner {
+        let context = AdapterContext {
+            name: name.clone(),
+            namespace: Arc::new(OnceLock::new()),
+        };
+        let adapter = factory(&context);
+        let ns = Self(Arc::new(NamespaceInner {
             name,
             handlers,
             adapter,
             next_ack_id: AtomicU64::new(0),
             ack_timeout,
-        }))
+        }));
+        let _ = context.namespace.set(Arc::downgrade(&ns.0));
+        ns
+    }
+
+    /// Sends an event to the other servers of the cluster (their `on_server_event` handlers),
+    /// not to clients. With one server, nobody hears it.
+    pub async fn server_side_emit(&self, event: &str, args: Vec<Value>) -> Result<(), crate::AdapterError> {
+        self.0
+            .adapter
+            .server_side_emit(server_event_args(event, args))
+            .await
+    }
+
+    /// Like [`Namespace::server_side_emit`], collecting one answer per other server until
+    /// `timeout`.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, crate::AdapterError> {
+        self.0
+            .adapter
+            .server_side_emit_with_ack(server_event_args(event, args), timeout)
+            .await
+    }
+
+    /// Runs this namespace's handler for an event from another server (adapters call this).
+    pub fn dispatch_server_event(&self, event: ServerEvent) {
+        if let Some(f) = self.0.handlers.server_events.get(&event.name) {
+            f(self, event);
+        }
     }
 
     /// The namespace's name (`/`, `/admin`, ...).

@@ -201,6 +201,37 @@ impl Socket {
         &self.0.handshake
     }
 
+    /// The handshake in the reference's `socket.handshake` shape, as cluster adapters send it
+    /// to other nodes.
+    pub fn handshake_json(&self) -> Value {
+        let h = &self.0.handshake;
+        let headers: serde_json::Map<String, Value> = h
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), Value::from(v.to_str().unwrap_or_default())))
+            .collect();
+        let query: serde_json::Map<String, Value> = h
+            .query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), Value::from(v))
+            })
+            .collect();
+        json!({
+            "headers": headers,
+            "time": h.time(),
+            "address": h.address.map(|a| a.ip().to_string()).unwrap_or_default(),
+            "xdomain": h.xdomain,
+            "secure": h.secure,
+            "issued": h.issued,
+            "url": h.url,
+            "query": query,
+            "auth": self.0.auth,
+        })
+    }
+
     /// The auth payload of the CONNECT packet (`{}` when the client sent none).
     pub fn auth(&self) -> &Value {
         &self.0.auth

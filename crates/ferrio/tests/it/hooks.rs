@@ -313,3 +313,31 @@ async fn observers_see_every_connection_open_and_close() {
     reasons.sort();
     assert_eq!(reasons, vec!["transport close", "transport close"]);
 }
+
+#[tokio::test]
+async fn server_events_reach_their_handler_and_answer() {
+    let io = Io::builder(Config::default())
+        .ns("/", |ns| {
+            ns.on_server_event("ping-node", |ns, mut event| {
+                let answer = json!({ "ns": ns.name(), "args": event.args });
+                event.ack(answer);
+            })
+        })
+        .build();
+    let ns = io.of("/").unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ns.dispatch_server_event(ferrio::ServerEvent::new(
+        "ping-node".into(),
+        vec![json!(1)],
+        Some(tx),
+    ));
+    assert_eq!(rx.await.unwrap(), json!({ "ns": "/", "args": [1] }));
+    // One node: nobody else to tell, and no answers to wait for.
+    ns.server_side_emit("ping-node", vec![json!(2)]).await.unwrap();
+    let answers = ns
+        .server_side_emit_with_ack("ping-node", vec![], Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert!(answers.is_empty());
+    assert_eq!(ns.adapter().server_count().await.unwrap(), 1);
+}
