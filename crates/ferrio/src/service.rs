@@ -12,9 +12,9 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::task::TaskTracker;
 use tokio::net::TcpListener;
 use tower::{Layer, Service};
 
@@ -197,15 +197,16 @@ where
         + Send
         + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only (what Socket.IO clients speak), and hyper's own connection type, so an
+    // upgraded WebSocket gets the bare TCP stream back (see engine::ws_io).
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         // hyper's floor for its read buffer is 8 KiB.
         .max_buf_size(options.max_header_bytes.max(8192));
-    let builder = Arc::new(builder.http1_only());
-    let graceful = GracefulShutdown::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -222,14 +223,23 @@ where
         };
         let _ = stream.set_nodelay(true);
         let svc = with_remote_addr(service.clone(), peer);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            let _ = conn.await;
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(options.drain, graceful.shutdown()).await;
+    let _ = stop.send(true);
+    connections.close();
+    let _ = tokio::time::timeout(options.drain, connections.wait()).await;
     Ok(())
 }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -325,12 +324,13 @@ fn upgrade_to_websocket<F, B>(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(max_payload)),
-        )
-        .await;
+        let (io, pre_read) = super::ws_io::WsIo::from_upgraded(upgraded);
+        let config = Some(ws_config(max_payload));
+        let ws = if pre_read.is_empty() {
+            WebSocketStream::from_raw_socket(io, Role::Server, config).await
+        } else {
+            WebSocketStream::from_partially_read(io, pre_read, Role::Server, config).await
+        };
         on_open(ws);
     });
     Response::builder()

@@ -5,6 +5,7 @@
 mod connection;
 mod driver;
 mod http;
+mod ws_io;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +23,7 @@ pub use http::{RemoteAddr, ResponseBody};
 use crate::{Config, Sid};
 
 /// The WebSocket stream type ferrio drives.
-pub(crate) type WsStream =
-    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+pub(crate) type WsStream = tokio_tungstenite::WebSocketStream<ws_io::WsIo>;
 
 /// What a session's owner sees of one Engine.IO message.
 pub use ferrio_proto::engine::Data;
