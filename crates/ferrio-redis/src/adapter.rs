@@ -1,0 +1,1412 @@
+//! [`RedisAdapter`]: one namespace's adapter. It delivers locally through ferrio's
+//! [`LocalAdapter`] and speaks the reference's message formats to the other nodes: the
+//! classic `@socket.io/redis-adapter` format (see [`crate::wire::classic`]) or the cluster
+//! adapter format of `createShardedAdapter` (see [`crate::wire::sharded`]).
+//!
+//! Two deviations from the reference that are invisible on the wire:
+//! * classic `socketsJoin`/`socketsLeave`/`disconnectSockets` are applied to local sockets
+//!   at once, and the node's own request is skipped when Redis echoes it back (the
+//!   reference applies them only on the echo, so they are lost locally while Redis is down);
+//! * a broadcast is delivered locally before it is queued for Redis, and never waits on it.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use ferrio::adapter::BoxFuture;
+use ferrio::proto::socket::Packet;
+use ferrio::{
+    Adapter, AdapterContext, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, LocalAdapter,
+    Payload, Room, ServerEvent, Sid, SocketInfo,
+};
+use parking_lot::Mutex;
+use rmpv::Value as Mp;
+use serde_json::{Value, json};
+use smallvec::SmallVec;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{self, DecodeError};
+use crate::link::{Inbound, Link, LinkError, RouteKind, SubKind};
+use crate::{Mode, Options, SubscriptionMode};
+
+/// Classic request and response types (`RequestType` in the reference).
+mod classic_type {
+    pub const SOCKETS: u64 = 0;
+    pub const ALL_ROOMS: u64 = 1;
+    pub const REMOTE_JOIN: u64 = 2;
+    pub const REMOTE_LEAVE: u64 = 3;
+    pub const REMOTE_DISCONNECT: u64 = 4;
+    pub const REMOTE_FETCH: u64 = 5;
+    pub const SERVER_SIDE_EMIT: u64 = 6;
+    pub const BROADCAST: u64 = 7;
+    pub const BROADCAST_CLIENT_COUNT: u64 = 8;
+    pub const BROADCAST_ACK: u64 = 9;
+}
+
+/// Cluster adapter message types (`MessageType` in socket.io-adapter).
+mod cluster_type {
+    pub const BROADCAST: u64 = 3;
+    pub const SOCKETS_JOIN: u64 = 4;
+    pub const SOCKETS_LEAVE: u64 = 5;
+    pub const DISCONNECT_SOCKETS: u64 = 6;
+    pub const FETCH_SOCKETS: u64 = 7;
+    pub const FETCH_SOCKETS_RESPONSE: u64 = 8;
+    pub const SERVER_SIDE_EMIT: u64 = 9;
+    pub const SERVER_SIDE_EMIT_RESPONSE: u64 = 10;
+    pub const BROADCAST_CLIENT_COUNT: u64 = 11;
+    pub const BROADCAST_ACK: u64 = 12;
+}
+
+/// The socket id reported with acknowledgements that came from another node, whose
+/// messages do not say which socket answered.
+pub const REMOTE_ACK_SID: &str = "____remote__socket__";
+
+fn remote_ack_sid() -> Sid {
+    REMOTE_ACK_SID.parse().unwrap_or_else(|_| Sid::random())
+}
+
+/// A decoded message: JSON, or msgpack when it carries binary.
+enum Body {
+    Json(Value),
+    Mp(Mp),
+}
+
+impl Body {
+    fn parse(payload: &[u8]) -> Result<Self, DecodeError> {
+        if payload.first() == Some(&b'{') {
+            serde_json::from_slice(payload)
+                .map(Body::Json)
+                .map_err(|e| DecodeError(e.to_string()))
+        } else {
+            codec::decode(payload).map(Body::Mp)
+        }
+    }
+
+    /// The whole message as JSON (binary becomes Buffer-shaped JSON).
+    fn json(&self) -> Value {
+        match self {
+            Body::Json(v) => v.clone(),
+            Body::Mp(m) => codec::to_json(m),
+        }
+    }
+
+    /// A member, keeping msgpack as it is.
+    fn member(&self, path: &[&str]) -> Option<Body> {
+        match self {
+            Body::Json(v) => {
+                let mut cur = v;
+                for key in path {
+                    cur = cur.get(key)?;
+                }
+                Some(Body::Json(cur.clone()))
+            }
+            Body::Mp(m) => {
+                let mut cur = m;
+                for key in path {
+                    cur = codec::get(cur, key)?;
+                }
+                Some(Body::Mp(cur.clone()))
+            }
+        }
+    }
+
+    fn packet(&self, nsp: &str) -> Result<Packet, DecodeError> {
+        match self {
+            Body::Json(v) => codec::packet_from_json(v, nsp),
+            Body::Mp(m) => codec::packet_from_msgpack(m, nsp),
+        }
+    }
+
+    /// A single ack argument as a [`Payload`] (binary back to attachments).
+    fn payload(&self) -> Payload {
+        match self {
+            Body::Json(v) => Payload::args(vec![v.clone()]),
+            Body::Mp(m) => {
+                let mut attachments = Vec::new();
+                let arg = codec::to_json_extracting(m, &mut attachments);
+                Payload {
+                    args: vec![arg],
+                    attachments,
+                }
+            }
+        }
+    }
+}
+
+fn room_text(v: &Value) -> Option<Room> {
+    match v {
+        Value::String(s) => Some(Room::from(s.as_str())),
+        Value::Number(n) => Some(Room::from(n.to_string().as_str())),
+        _ => None,
+    }
+}
+
+fn rooms_of(v: Option<&Value>) -> SmallVec<[Room; 1]> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(room_text).collect())
+        .unwrap_or_default()
+}
+
+/// `{rooms, except, flags}` as the reference sends it.
+fn options_from(v: Option<&Value>) -> BroadcastOptions {
+    let Some(v) = v else {
+        return BroadcastOptions::default();
+    };
+    let flags = v.get("flags");
+    BroadcastOptions {
+        rooms: rooms_of(v.get("rooms")),
+        except: rooms_of(v.get("except")),
+        flags: BroadcastFlags {
+            volatile: flags
+                .and_then(|f| f.get("volatile"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            local: false,
+            timeout: flags
+                .and_then(|f| f.get("timeout"))
+                .and_then(Value::as_u64)
+                .map(Duration::from_millis),
+        },
+    }
+}
+
+fn flags_json(flags: &BroadcastFlags) -> Value {
+    let mut map = serde_json::Map::new();
+    if flags.volatile {
+        map.insert("volatile".into(), Value::Bool(true));
+    }
+    if let Some(t) = flags.timeout {
+        map.insert("timeout".into(), Value::from(t.as_millis() as u64));
+    }
+    Value::Object(map)
+}
+
+fn names(rooms: &[Room]) -> Value {
+    Value::Array(rooms.iter().map(|r| Value::from(r.as_ref())).collect())
+}
+
+/// `{rooms, except, flags}` for broadcasts; `{rooms, except}` for classic requests.
+fn options_json(opts: &BroadcastOptions, with_flags: bool) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("rooms".into(), names(&opts.rooms));
+    map.insert("except".into(), names(&opts.except));
+    if with_flags {
+        map.insert("flags".into(), flags_json(&opts.flags));
+    }
+    Value::Object(map)
+}
+
+/// The reference's `uid2(6)`: 6 characters from `[A-Za-z0-9]`.
+fn uid2(len: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| char::from(CHARS[rand::random_range(0..CHARS.len())]))
+        .collect()
+}
+
+/// `randomBytes(8).toString("hex")`.
+fn hex_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unavailable(e: LinkError) -> AdapterError {
+    AdapterError::Unavailable(e.to_string())
+}
+
+/// The channels of one namespace.
+#[derive(Debug)]
+struct Channels {
+    /// Classic: `<key>#<nsp>#` (broadcasts; rooms append `<room>#`). Sharded: the same
+    /// name is the namespace's channel, room channels append `<room>#`.
+    main: String,
+    /// Classic requests: `<key>-request#<nsp>#`.
+    request: String,
+    /// Classic shared responses: `<key>-response#<nsp>#`.
+    response: String,
+    /// Responses for this node only: classic `<key>-response#<nsp>#<uid>#`, sharded
+    /// `<key>#<nsp>#<uid>#`.
+    own: String,
+}
+
+/// A request waiting for other nodes' answers.
+struct Pending {
+    expected: usize,
+    items: Vec<Value>,
+    done: Option<oneshot::Sender<Vec<Value>>>,
+}
+
+struct AckRequest {
+    acks: mpsc::UnboundedSender<(Sid, Payload)>,
+    counts: mpsc::UnboundedSender<usize>,
+}
+
+/// The adapter of one namespace on one node.
+pub struct RedisAdapter {
+    local: LocalAdapter,
+    ctx: AdapterContext,
+    link: Arc<Link>,
+    opts: Arc<Options>,
+    uid: String,
+    channels: Channels,
+    requests: Mutex<HashMap<String, Pending>>,
+    ack_requests: Mutex<HashMap<String, AckRequest>>,
+    me: Weak<RedisAdapter>,
+}
+
+impl fmt::Debug for RedisAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAdapter")
+            .field("nsp", &self.ctx.name())
+            .field("uid", &self.uid)
+            .field("mode", &self.opts.mode)
+            .finish()
+    }
+}
+
+impl RedisAdapter {
+    pub(crate) fn create(ctx: &AdapterContext, link: Arc<Link>, opts: Arc<Options>) -> Arc<Self> {
+        let nsp = ctx.name();
+        let key = &opts.key;
+        let uid = match opts.mode {
+            Mode::Classic => uid2(6),
+            Mode::Sharded => hex_id(),
+        };
+        let main = format!("{key}#{nsp}#");
+        let channels = Channels {
+            request: format!("{key}-request#{nsp}#"),
+            response: format!("{key}-response#{nsp}#"),
+            own: match opts.mode {
+                Mode::Classic => format!("{key}-response#{nsp}#{uid}#"),
+                Mode::Sharded => format!("{main}{uid}#"),
+            },
+            main,
+        };
+        let adapter = Arc::new_cyclic(|me| Self {
+            local: LocalAdapter::new(),
+            ctx: ctx.clone(),
+            link: link.clone(),
+            opts,
+            uid,
+            channels,
+            requests: Mutex::new(HashMap::new()),
+            ack_requests: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        });
+        let target: Weak<dyn Inbound> = adapter.me.clone();
+        let ch = &adapter.channels;
+        match adapter.opts.mode {
+            Mode::Classic => {
+                link.subscribe(
+                    SubKind::Pattern,
+                    format!("{}*", ch.main),
+                    RouteKind::Broadcast,
+                    target.clone(),
+                );
+                link.subscribe(
+                    SubKind::Channel,
+                    ch.request.clone(),
+                    RouteKind::Request,
+                    target.clone(),
+                );
+                link.subscribe(
+                    SubKind::Channel,
+                    ch.response.clone(),
+                    RouteKind::Response,
+                    target.clone(),
+                );
+                link.subscribe(SubKind::Channel, ch.own.clone(), RouteKind::Response, target);
+            }
+            Mode::Sharded => {
+                link.subscribe(
+                    SubKind::Shard,
+                    ch.main.clone(),
+                    RouteKind::Message,
+                    target.clone(),
+                );
+                link.subscribe(SubKind::Shard, ch.own.clone(), RouteKind::ShardResponse, target);
+            }
+        }
+        adapter
+    }
+
+    /// This adapter's server id on the wire.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    fn nsp(&self) -> &str {
+        self.ctx.name()
+    }
+
+    fn sharded(&self) -> bool {
+        self.opts.mode == Mode::Sharded
+    }
+
+    fn room_channel(&self, room: &str) -> String {
+        format!("{}{room}#", self.channels.main)
+    }
+
+    /// Whether a room has a channel of its own (sharded, dynamic subscriptions).
+    fn room_has_channel(&self, room: &str) -> bool {
+        self.sharded()
+            && self.opts.subscription_mode == SubscriptionMode::Dynamic
+            && room.encode_utf16().count() != 20
+    }
+
+    fn on_room_created(&self, room: &Room) {
+        if self.room_has_channel(room) {
+            let target: Weak<dyn Inbound> = self.me.clone();
+            self.link.subscribe(
+                SubKind::Shard,
+                self.room_channel(room),
+                RouteKind::Message,
+                target,
+            );
+        }
+    }
+
+    fn on_room_emptied(&self, room: &Room) {
+        if self.room_has_channel(room) {
+            self.link.unsubscribe(SubKind::Shard, &self.room_channel(room));
+        }
+    }
+
+    fn server_count_channel(&self) -> &str {
+        match self.opts.mode {
+            Mode::Classic => &self.channels.request,
+            Mode::Sharded => &self.channels.main,
+        }
+    }
+
+    async fn count_servers(&self) -> Result<usize, AdapterError> {
+        self.link
+            .subscriber_count(self.sharded(), self.server_count_channel())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// A sharded message: `{type, data, uid, nsp}`, JSON unless `data` holds binary.
+    fn cluster_message(&self, kind: u64, data: Mp) -> Vec<u8> {
+        let msg = Mp::Map(vec![
+            (Mp::from("type"), Mp::from(kind)),
+            (Mp::from("data"), data),
+            (Mp::from("uid"), Mp::from(self.uid.as_str())),
+            (Mp::from("nsp"), Mp::from(self.nsp())),
+        ]);
+        if codec::has_binary(&msg) {
+            codec::encode(&msg)
+        } else {
+            codec::to_json(&msg).to_string().into_bytes()
+        }
+    }
+
+    /// Where a request goes: classic requests channel, or the sharded namespace channel.
+    fn request_channel(&self) -> String {
+        match self.opts.mode {
+            Mode::Classic => self.channels.request.clone(),
+            Mode::Sharded => self.channels.main.clone(),
+        }
+    }
+
+    /// Where a classic node answers a request.
+    fn classic_response_channel(&self, requester: Option<&str>) -> String {
+        match requester {
+            Some(uid) if self.opts.specific_response_channel => format!("{}{uid}#", self.channels.response),
+            _ => self.channels.response.clone(),
+        }
+    }
+
+    fn publish(&self, channel: String, payload: Vec<u8>) -> Result<(), AdapterError> {
+        self.link
+            .publish(self.sharded(), channel, payload)
+            .map_err(unavailable)
+    }
+
+    async fn publish_confirmed(&self, channel: String, payload: Vec<u8>) -> Result<(), AdapterError> {
+        self.link
+            .publish_confirmed(self.sharded(), channel, payload)
+            .await
+            .map_err(unavailable)
+    }
+
+    fn broadcast_payload(&self, packet: &Packet, opts: &BroadcastOptions) -> (String, Vec<u8>) {
+        match self.opts.mode {
+            Mode::Classic => {
+                let channel = if opts.rooms.len() == 1 {
+                    self.room_channel(&opts.rooms[0])
+                } else {
+                    self.channels.main.clone()
+                };
+                let msg = Mp::Array(vec![
+                    Mp::from(self.uid.as_str()),
+                    codec::packet_to_msgpack(packet, true),
+                    codec::from_json(&options_json(opts, true)),
+                ]);
+                (channel, codec::encode(&msg))
+            }
+            Mode::Sharded => {
+                let channel = if opts.rooms.len() == 1 && self.room_has_channel(&opts.rooms[0]) {
+                    self.room_channel(&opts.rooms[0])
+                } else {
+                    self.channels.main.clone()
+                };
+                let data = Mp::Map(vec![
+                    (Mp::from("packet"), codec::packet_to_msgpack(packet, false)),
+                    (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+                ]);
+                (channel, self.cluster_message(cluster_type::BROADCAST, data))
+            }
+        }
+    }
+
+    /// Registers a request for `expected` answers and publishes it; resolves with the
+    /// answers, or `Timeout` when some did not come.
+    async fn request(
+        &self,
+        request_id: String,
+        expected: usize,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, AdapterError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.lock().insert(
+            request_id.clone(),
+            Pending {
+                expected,
+                items: Vec::new(),
+                done: Some(tx),
+            },
+        );
+        let cleanup = RemoveOnDrop {
+            map: &self.requests,
+            key: request_id,
+        };
+        self.publish_confirmed(self.request_channel(), payload).await?;
+        let result = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(items)) => Ok(items),
+            _ => Err(AdapterError::Timeout),
+        };
+        drop(cleanup);
+        result
+    }
+
+    /// Records one answer to a pending request.
+    fn answer(&self, request_id: &str, items: impl IntoIterator<Item = Value>, counts_as_one: bool) {
+        let mut requests = self.requests.lock();
+        let Some(pending) = requests.get_mut(request_id) else {
+            return;
+        };
+        pending.items.extend(items);
+        if counts_as_one {
+            pending.expected = pending.expected.saturating_sub(1);
+        }
+        if pending.expected == 0
+            && let Some(mut pending) = requests.remove(request_id)
+            && let Some(done) = pending.done.take()
+        {
+            let _ = done.send(pending.items);
+        }
+    }
+
+    /// Whether a room has local members; a socket's own room counts, as in the reference
+    /// (where every socket is a member of the room named by its id).
+    fn has_room_or_socket(&self, room: &str) -> bool {
+        if self.local.has_room(room) {
+            return true;
+        }
+        room.parse::<Sid>().is_ok()
+            && !self
+                .local
+                .select(&BroadcastOptions {
+                    rooms: smallvec::smallvec![Room::from(room)],
+                    ..Default::default()
+                })
+                .is_empty()
+    }
+
+    fn socket_json(info: &SocketInfo) -> Value {
+        json!({
+            "id": info.id.as_str(),
+            "handshake": info.handshake,
+            "rooms": info.rooms.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
+            "data": info.data,
+        })
+    }
+
+    fn socket_from_json(v: &Value) -> Option<SocketInfo> {
+        Some(SocketInfo {
+            id: v.get("id")?.as_str()?.parse().ok()?,
+            rooms: v
+                .get("rooms")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(room_text).collect())
+                .unwrap_or_default(),
+            data: v.get("data").cloned().unwrap_or(Value::Null),
+            handshake: v.get("handshake").cloned().unwrap_or(Value::Null),
+            local: None,
+        })
+    }
+
+    fn local_join(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for socket in self.local.select(opts) {
+            socket.join(rooms.to_vec());
+        }
+    }
+
+    fn local_leave(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for socket in self.local.select(opts) {
+            for room in rooms {
+                socket.leave(room.clone());
+            }
+        }
+    }
+
+    fn local_disconnect(&self, opts: &BroadcastOptions, close: bool) {
+        for socket in self.local.select(opts) {
+            socket.disconnect(close);
+        }
+    }
+
+    /// Runs a server-side emit from another node; `respond` publishes the handler's answer.
+    fn run_server_event(&self, data: &Value, respond: Option<Box<dyn FnOnce(Value) + Send>>) {
+        let Some(ns) = self.ctx.namespace() else {
+            return;
+        };
+        let Some(items) = data.as_array() else {
+            return;
+        };
+        let Some(name) = items.first().and_then(Value::as_str) else {
+            return;
+        };
+        let args = items[1..].to_vec();
+        match respond {
+            None => ns.dispatch_server_event(ServerEvent::new(name.to_owned(), args, None)),
+            Some(respond) => {
+                let (tx, rx) = oneshot::channel();
+                ns.dispatch_server_event(ServerEvent::new(name.to_owned(), args, Some(tx)));
+                let wait = self.opts.requests_timeout;
+                tokio::spawn(async move {
+                    if let Ok(Ok(answer)) = tokio::time::timeout(wait, rx).await {
+                        respond(answer);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Delivers a broadcast that wants acknowledgements to local sockets and reports back:
+    /// the client count first, then each answer.
+    fn run_broadcast_with_ack(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+        request_id: String,
+        requester: Option<String>,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let n = self
+            .local
+            .broadcast_with_ack(&EncodedPacket::new(packet), &opts, tx);
+        let wait = opts.flags.timeout.unwrap_or(self.opts.requests_timeout);
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let count_msg = match self.opts.mode {
+            Mode::Classic => json!({"type": classic_type::BROADCAST_CLIENT_COUNT, "requestId": request_id, "clientCount": n})
+                .to_string()
+                .into_bytes(),
+            Mode::Sharded => self.cluster_message(
+                cluster_type::BROADCAST_CLIENT_COUNT,
+                codec::from_json(&json!({"requestId": request_id, "clientCount": n})),
+            ),
+        };
+        let channel = self.response_channel_for(requester.as_deref());
+        let _ = self.publish(channel.clone(), count_msg);
+        if n == 0 {
+            return;
+        }
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + wait;
+            for _ in 0..n {
+                let Ok(Some((_, payload))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                    return;
+                };
+                let arg = payload
+                    .args
+                    .first()
+                    .map(|a| codec::from_json_with_attachments(a, &payload.attachments))
+                    .unwrap_or(Mp::Nil);
+                let msg = match me.opts.mode {
+                    Mode::Classic => codec::encode(&Mp::Map(vec![
+                        (Mp::from("type"), Mp::from(classic_type::BROADCAST_ACK)),
+                        (Mp::from("requestId"), Mp::from(request_id.as_str())),
+                        (Mp::from("packet"), arg),
+                    ])),
+                    Mode::Sharded => me.cluster_message(
+                        cluster_type::BROADCAST_ACK,
+                        Mp::Map(vec![
+                            (Mp::from("requestId"), Mp::from(request_id.as_str())),
+                            (Mp::from("packet"), arg),
+                        ]),
+                    ),
+                };
+                let _ = me.publish(channel.clone(), msg);
+            }
+        });
+    }
+
+    fn response_channel_for(&self, requester: Option<&str>) -> String {
+        match self.opts.mode {
+            Mode::Classic => self.classic_response_channel(requester),
+            Mode::Sharded => format!("{}{}#", self.channels.main, requester.unwrap_or_default()),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Classic inbound
+
+    fn on_classic_broadcast(&self, channel: &str, payload: &[u8]) -> Result<(), DecodeError> {
+        let room = channel
+            .strip_prefix(self.channels.main.as_str())
+            .and_then(|r| r.strip_suffix('#'))
+            .unwrap_or_default();
+        if !room.is_empty() && !self.has_room_or_socket(room) {
+            return Ok(());
+        }
+        let msg = codec::decode(payload)?;
+        let Mp::Array(parts) = &msg else {
+            return Err(DecodeError("broadcast is not an array".into()));
+        };
+        if parts.first().and_then(Mp::as_str) == Some(self.uid.as_str()) {
+            return Ok(());
+        }
+        let packet = parts
+            .get(1)
+            .ok_or_else(|| DecodeError("broadcast without packet".into()))?;
+        let packet = codec::packet_from_msgpack(packet, "/")?;
+        if packet.nsp != self.nsp() {
+            return Ok(());
+        }
+        let opts = options_from(parts.get(2).map(codec::to_json).as_ref());
+        self.local.broadcast(&EncodedPacket::new(packet), &opts);
+        Ok(())
+    }
+
+    fn on_classic_request(&self, payload: &[u8]) -> Result<(), DecodeError> {
+        let body = Body::parse(payload)?;
+        let req = body.json();
+        let kind = req
+            .get("type")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| DecodeError("request without type".into()))?;
+        let uid = req.get("uid").and_then(Value::as_str);
+        let from_self = uid == Some(self.uid.as_str());
+        let request_id = req.get("requestId").and_then(Value::as_str).map(str::to_owned);
+        let mine = request_id
+            .as_deref()
+            .is_some_and(|id| self.requests.lock().contains_key(id));
+        let respond = |value: Value| {
+            let _ = self.publish(self.classic_response_channel(uid), value.to_string().into_bytes());
+        };
+        use classic_type::*;
+        match kind {
+            SOCKETS if !mine => {
+                let opts = BroadcastOptions {
+                    rooms: rooms_of(req.get("rooms")),
+                    ..Default::default()
+                };
+                let ids: Vec<Value> = self
+                    .local
+                    .select(&opts)
+                    .iter()
+                    .map(|s| Value::from(s.id().as_str()))
+                    .collect();
+                respond(json!({"requestId": request_id, "sockets": ids}));
+            }
+            ALL_ROOMS if !mine => {
+                let rooms: Vec<Value> = self
+                    .local
+                    .rooms()
+                    .iter()
+                    .map(|r| Value::from(r.as_ref()))
+                    .collect();
+                respond(json!({"requestId": request_id, "rooms": rooms}));
+            }
+            REMOTE_JOIN | REMOTE_LEAVE | REMOTE_DISCONNECT => {
+                if let Some(opts) = req.get("opts") {
+                    if from_self {
+                        return Ok(());
+                    }
+                    let opts = options_from(Some(opts));
+                    let rooms: Vec<Room> = rooms_of(req.get("rooms")).into_vec();
+                    match kind {
+                        REMOTE_JOIN => self.local_join(&opts, &rooms),
+                        REMOTE_LEAVE => self.local_leave(&opts, &rooms),
+                        _ => self.local_disconnect(
+                            &opts,
+                            req.get("close").and_then(Value::as_bool).unwrap_or(false),
+                        ),
+                    }
+                } else {
+                    // The legacy single-socket form: `{sid, room, requestId}`.
+                    let Some(sid) = req.get("sid").and_then(Value::as_str) else {
+                        return Ok(());
+                    };
+                    let opts = BroadcastOptions {
+                        rooms: smallvec::smallvec![Room::from(sid)],
+                        ..Default::default()
+                    };
+                    let Some(socket) = self.local.select(&opts).into_iter().next() else {
+                        return Ok(());
+                    };
+                    let room = req.get("room").and_then(room_text);
+                    match (kind, room) {
+                        (REMOTE_JOIN, Some(room)) => socket.join(room),
+                        (REMOTE_LEAVE, Some(room)) => socket.leave(room),
+                        (REMOTE_DISCONNECT, _) => {
+                            socket.disconnect(req.get("close").and_then(Value::as_bool).unwrap_or(false))
+                        }
+                        _ => {}
+                    }
+                    respond(json!({"requestId": request_id}));
+                }
+            }
+            REMOTE_FETCH if !mine => {
+                let opts = options_from(req.get("opts"));
+                let sockets: Vec<Value> = self
+                    .local
+                    .fetch_sockets(&opts)
+                    .iter()
+                    .map(Self::socket_json)
+                    .collect();
+                respond(json!({"requestId": request_id, "sockets": sockets}));
+            }
+            SERVER_SIDE_EMIT if !from_self => {
+                let data = req.get("data").cloned().unwrap_or(Value::Null);
+                let responder = request_id.map(|id| {
+                    let me = self.me.clone();
+                    Box::new(move |answer: Value| {
+                        if let Some(me) = me.upgrade() {
+                            let msg = json!({"type": SERVER_SIDE_EMIT, "requestId": id, "data": answer});
+                            // Answers to server-side emits always use the shared channel.
+                            let _ = me.publish(me.channels.response.clone(), msg.to_string().into_bytes());
+                        }
+                    }) as Box<dyn FnOnce(Value) + Send>
+                });
+                self.run_server_event(&data, responder);
+            }
+            BROADCAST => {
+                let Some(request_id) = request_id else {
+                    return Ok(());
+                };
+                if self.ack_requests.lock().contains_key(&request_id) {
+                    return Ok(());
+                }
+                let packet = body
+                    .member(&["packet"])
+                    .ok_or_else(|| DecodeError("broadcast without packet".into()))?
+                    .packet(self.nsp())?;
+                let opts = options_from(req.get("opts"));
+                self.run_broadcast_with_ack(packet, opts, request_id, uid.map(str::to_owned));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_classic_response(&self, payload: &[u8]) -> Result<(), DecodeError> {
+        let body = Body::parse(payload)?;
+        let resp = body.json();
+        let Some(request_id) = resp.get("requestId").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let kind = resp.get("type").and_then(Value::as_u64);
+        if let Some(ack) = self.ack_requests.lock().get(request_id) {
+            match kind {
+                Some(classic_type::BROADCAST_CLIENT_COUNT) => {
+                    let n = resp.get("clientCount").and_then(Value::as_u64).unwrap_or(0);
+                    let _ = ack.counts.send(n as usize);
+                }
+                Some(classic_type::BROADCAST_ACK) => {
+                    let arg = body.member(&["packet"]).map(|b| b.payload()).unwrap_or_default();
+                    let _ = ack.acks.send((remote_ack_sid(), arg));
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        if let Some(sockets) = resp.get("sockets").and_then(Value::as_array) {
+            self.answer(request_id, sockets.iter().cloned(), true);
+        } else if let Some(rooms) = resp.get("rooms").and_then(Value::as_array) {
+            self.answer(request_id, rooms.iter().cloned(), true);
+        } else if kind == Some(classic_type::SERVER_SIDE_EMIT) {
+            let data = resp.get("data").cloned().unwrap_or(Value::Null);
+            self.answer(request_id, [data], true);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Sharded inbound
+
+    fn on_cluster_message(&self, payload: &[u8], addressed_to_me: bool) -> Result<(), DecodeError> {
+        let body = Body::parse(payload)?;
+        let head = match &body {
+            Body::Json(v) => v.clone(),
+            Body::Mp(m) => json!({
+                "type": codec::get(m, "type").and_then(Mp::as_u64),
+                "uid": codec::get(m, "uid").and_then(Mp::as_str),
+                "nsp": codec::get(m, "nsp").and_then(Mp::as_str),
+            }),
+        };
+        let kind = head
+            .get("type")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| DecodeError("message without type".into()))?;
+        let uid = head.get("uid").and_then(Value::as_str).map(str::to_owned);
+        if uid.as_deref() == Some(self.uid.as_str()) {
+            return Ok(());
+        }
+        if head.get("nsp").and_then(Value::as_str) != Some(self.nsp()) {
+            return Ok(());
+        }
+        let data = body
+            .member(&["data"])
+            .ok_or_else(|| DecodeError("message without data".into()))?;
+        let data_json = data.json();
+        let request_id = data_json
+            .get("requestId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        use cluster_type::*;
+        match kind {
+            BROADCAST => {
+                let packet = data
+                    .member(&["packet"])
+                    .ok_or_else(|| DecodeError("broadcast without packet".into()))?
+                    .packet(self.nsp())?;
+                let opts = options_from(data_json.get("opts"));
+                match request_id {
+                    Some(id) => self.run_broadcast_with_ack(packet, opts, id, uid),
+                    None => {
+                        self.local.broadcast(&EncodedPacket::new(packet), &opts);
+                    }
+                }
+            }
+            SOCKETS_JOIN | SOCKETS_LEAVE => {
+                let opts = options_from(data_json.get("opts"));
+                let rooms: Vec<Room> = rooms_of(data_json.get("rooms")).into_vec();
+                if kind == SOCKETS_JOIN {
+                    self.local_join(&opts, &rooms);
+                } else {
+                    self.local_leave(&opts, &rooms);
+                }
+            }
+            DISCONNECT_SOCKETS => {
+                let opts = options_from(data_json.get("opts"));
+                self.local_disconnect(
+                    &opts,
+                    data_json.get("close").and_then(Value::as_bool).unwrap_or(false),
+                );
+            }
+            FETCH_SOCKETS => {
+                let (Some(id), Some(requester)) = (request_id, uid) else {
+                    return Ok(());
+                };
+                let opts = options_from(data_json.get("opts"));
+                let sockets: Vec<Value> = self
+                    .local
+                    .fetch_sockets(&opts)
+                    .iter()
+                    .map(Self::socket_json)
+                    .collect();
+                let msg = self.cluster_message(
+                    FETCH_SOCKETS_RESPONSE,
+                    codec::from_json(&json!({"requestId": id, "sockets": sockets})),
+                );
+                let _ = self.publish(format!("{}{requester}#", self.channels.main), msg);
+            }
+            SERVER_SIDE_EMIT => {
+                let packet = data_json.get("packet").cloned().unwrap_or(Value::Null);
+                let responder = match (request_id, uid) {
+                    (Some(id), Some(requester)) => {
+                        let me = self.me.clone();
+                        Some(Box::new(move |answer: Value| {
+                            if let Some(me) = me.upgrade() {
+                                let msg = me.cluster_message(
+                                    SERVER_SIDE_EMIT_RESPONSE,
+                                    codec::from_json(&json!({"requestId": id, "packet": answer})),
+                                );
+                                let _ = me.publish(format!("{}{requester}#", me.channels.main), msg);
+                            }
+                        }) as Box<dyn FnOnce(Value) + Send>)
+                    }
+                    _ => None,
+                };
+                self.run_server_event(&packet, responder);
+            }
+            FETCH_SOCKETS_RESPONSE | SERVER_SIDE_EMIT_RESPONSE | BROADCAST_CLIENT_COUNT | BROADCAST_ACK => {
+                self.on_cluster_response(kind, &data, &data_json);
+            }
+            _ => {}
+        }
+        let _ = addressed_to_me;
+        Ok(())
+    }
+
+    fn on_cluster_response(&self, kind: u64, data: &Body, data_json: &Value) {
+        let Some(request_id) = data_json.get("requestId").and_then(Value::as_str) else {
+            return;
+        };
+        use cluster_type::*;
+        match kind {
+            BROADCAST_CLIENT_COUNT => {
+                if let Some(ack) = self.ack_requests.lock().get(request_id) {
+                    let n = data_json.get("clientCount").and_then(Value::as_u64).unwrap_or(0);
+                    let _ = ack.counts.send(n as usize);
+                }
+            }
+            BROADCAST_ACK => {
+                if let Some(ack) = self.ack_requests.lock().get(request_id) {
+                    let arg = data.member(&["packet"]).map(|b| b.payload()).unwrap_or_default();
+                    let _ = ack.acks.send((remote_ack_sid(), arg));
+                }
+            }
+            FETCH_SOCKETS_RESPONSE => {
+                let sockets = data_json
+                    .get("sockets")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                self.answer(request_id, sockets, true);
+            }
+            SERVER_SIDE_EMIT_RESPONSE => {
+                let packet = data_json.get("packet").cloned().unwrap_or(Value::Null);
+                self.answer(request_id, [packet], true);
+            }
+            _ => {}
+        }
+    }
+
+    async fn fetch_remote(&self, opts: &BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError> {
+        let servers = self.count_servers().await?;
+        let expected = servers.saturating_sub(1);
+        if expected == 0 {
+            return Ok(Vec::new());
+        }
+        let timeout = opts.flags.timeout.unwrap_or(self.opts.requests_timeout);
+        let (request_id, payload) = match self.opts.mode {
+            Mode::Classic => {
+                let id = uid2(6);
+                let msg = json!({
+                    "uid": self.uid,
+                    "requestId": id,
+                    "type": classic_type::REMOTE_FETCH,
+                    "opts": options_json(opts, false),
+                });
+                (id, msg.to_string().into_bytes())
+            }
+            Mode::Sharded => {
+                let id = hex_id();
+                let data = json!({"opts": options_json(opts, true), "requestId": id});
+                (
+                    id,
+                    self.cluster_message(cluster_type::FETCH_SOCKETS, codec::from_json(&data)),
+                )
+            }
+        };
+        let answers = self.request(request_id, expected, payload, timeout).await?;
+        Ok(answers.iter().filter_map(Self::socket_from_json).collect())
+    }
+
+    /// Publishes a join/leave/disconnect for the other nodes.
+    async fn publish_selection_op(
+        &self,
+        opts: &BroadcastOptions,
+        classic: (u64, &str, Value),
+        sharded: (u64, &str, Value),
+    ) -> Result<(), AdapterError> {
+        let payload = match self.opts.mode {
+            Mode::Classic => {
+                let (kind, field, value) = classic;
+                let mut msg = serde_json::Map::new();
+                msg.insert("uid".into(), Value::from(self.uid.as_str()));
+                msg.insert("type".into(), Value::from(kind));
+                msg.insert("opts".into(), options_json(opts, false));
+                msg.insert(field.into(), value);
+                Value::Object(msg).to_string().into_bytes()
+            }
+            Mode::Sharded => {
+                let (kind, field, value) = sharded;
+                let mut data = serde_json::Map::new();
+                data.insert("opts".into(), options_json(opts, true));
+                data.insert(field.into(), value);
+                self.cluster_message(kind, codec::from_json(&Value::Object(data)))
+            }
+        };
+        self.publish_confirmed(self.request_channel(), payload).await
+    }
+}
+
+/// Removes a pending request when its waiter finishes, however it finishes.
+struct RemoveOnDrop<'a, T> {
+    map: &'a Mutex<HashMap<String, T>>,
+    key: String,
+}
+
+impl<T> Drop for RemoveOnDrop<'_, T> {
+    fn drop(&mut self) {
+        self.map.lock().remove(&self.key);
+    }
+}
+
+impl Inbound for RedisAdapter {
+    fn on_message(&self, route: RouteKind, channel: &str, payload: &[u8]) {
+        let result = match route {
+            RouteKind::Broadcast => self.on_classic_broadcast(channel, payload),
+            RouteKind::Request => self.on_classic_request(payload),
+            RouteKind::Response => self.on_classic_response(payload),
+            RouteKind::Message => self.on_cluster_message(payload, false),
+            RouteKind::ShardResponse => self.on_cluster_message(payload, true),
+        };
+        if let Err(e) = result {
+            self.link.count_malformed();
+            tracing::debug!(channel, error = %e, "ignored a malformed message from redis");
+        }
+    }
+}
+
+impl Drop for RedisAdapter {
+    fn drop(&mut self) {
+        let ch = &self.channels;
+        match self.opts.mode {
+            Mode::Classic => {
+                self.link.unsubscribe(SubKind::Pattern, &format!("{}*", ch.main));
+                self.link.unsubscribe(SubKind::Channel, &ch.request);
+                self.link.unsubscribe(SubKind::Channel, &ch.response);
+                self.link.unsubscribe(SubKind::Channel, &ch.own);
+            }
+            Mode::Sharded => {
+                self.link.unsubscribe(SubKind::Shard, &ch.main);
+                self.link.unsubscribe(SubKind::Shard, &ch.own);
+                for room in self.local.rooms() {
+                    self.on_room_emptied(&room);
+                }
+            }
+        }
+    }
+}
+
+impl Adapter for RedisAdapter {
+    fn local(&self) -> &LocalAdapter {
+        &self.local
+    }
+
+    fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
+        for room in self.local.add_all(sid, rooms) {
+            self.on_room_created(&room);
+        }
+    }
+
+    fn del(&self, sid: Sid, room: &Room) {
+        if let Some(room) = self.local.del(sid, room) {
+            self.on_room_emptied(&room);
+        }
+    }
+
+    fn del_all(&self, sid: Sid) {
+        for room in self.local.del_all(sid) {
+            self.on_room_emptied(&room);
+        }
+    }
+
+    fn broadcast(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Result<usize, AdapterError> {
+        let n = self.local.broadcast(packet, opts);
+        if opts.flags.local {
+            return Ok(n);
+        }
+        let (channel, payload) = self.broadcast_payload(packet.packet(), opts);
+        self.publish(channel, payload)?;
+        Ok(n)
+    }
+
+    fn broadcast_with_ack(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+        acks: mpsc::UnboundedSender<(Sid, Payload)>,
+    ) -> BoxFuture<'_, Result<usize, AdapterError>> {
+        let local = self.local.broadcast_with_ack(packet, opts, acks.clone());
+        if opts.flags.local {
+            return Box::pin(async move { Ok(local) });
+        }
+        let timeout = opts.flags.timeout.unwrap_or(self.opts.requests_timeout);
+        let (counts_tx, mut counts) = mpsc::unbounded_channel();
+        let (request_id, channel, payload) = match self.opts.mode {
+            Mode::Classic => {
+                let id = uid2(6);
+                let msg = Mp::Map(vec![
+                    (Mp::from("uid"), Mp::from(self.uid.as_str())),
+                    (Mp::from("requestId"), Mp::from(id.as_str())),
+                    (Mp::from("type"), Mp::from(classic_type::BROADCAST)),
+                    (
+                        Mp::from("packet"),
+                        codec::packet_to_msgpack(packet.packet(), true),
+                    ),
+                    (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+                ]);
+                (id, self.channels.request.clone(), codec::encode(&msg))
+            }
+            Mode::Sharded => {
+                let id = hex_id();
+                let data = Mp::Map(vec![
+                    (
+                        Mp::from("packet"),
+                        codec::packet_to_msgpack(packet.packet(), false),
+                    ),
+                    (Mp::from("requestId"), Mp::from(id.as_str())),
+                    (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+                ]);
+                (
+                    id,
+                    self.channels.main.clone(),
+                    self.cluster_message(cluster_type::BROADCAST, data),
+                )
+            }
+        };
+        self.ack_requests.lock().insert(
+            request_id.clone(),
+            AckRequest {
+                acks,
+                counts: counts_tx,
+            },
+        );
+        // Answers are forwarded until the broadcast's own timeout, as in the reference.
+        let me = self.me.clone();
+        let forget = request_id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(me) = me.upgrade() {
+                me.ack_requests.lock().remove(&forget);
+            }
+        });
+        let published = self.publish(channel, payload);
+        Box::pin(async move {
+            if let Err(e) = published {
+                tracing::debug!(error = %e, "broadcast with ack reached this node only");
+                return Ok(local);
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            let Ok(servers) = self.count_servers().await else {
+                return Ok(local);
+            };
+            let mut total = local;
+            for _ in 1..servers {
+                match tokio::time::timeout_at(deadline, counts.recv()).await {
+                    Ok(Some(n)) => total += n,
+                    _ => break,
+                }
+            }
+            Ok(total)
+        })
+    }
+
+    fn fetch_sockets(&self, opts: BroadcastOptions) -> BoxFuture<'_, Result<Vec<SocketInfo>, AdapterError>> {
+        Box::pin(async move {
+            let mut sockets = self.local.fetch_sockets(&opts);
+            if !opts.flags.local {
+                sockets.extend(self.fetch_remote(&opts).await?);
+            }
+            Ok(sockets)
+        })
+    }
+
+    fn add_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: Vec<Room>,
+    ) -> BoxFuture<'_, Result<(), AdapterError>> {
+        self.local_join(&opts, &rooms);
+        Box::pin(async move {
+            if opts.flags.local {
+                return Ok(());
+            }
+            let value = names(&rooms);
+            self.publish_selection_op(
+                &opts,
+                (classic_type::REMOTE_JOIN, "rooms", value.clone()),
+                (cluster_type::SOCKETS_JOIN, "rooms", value),
+            )
+            .await
+        })
+    }
+
+    fn del_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: Vec<Room>,
+    ) -> BoxFuture<'_, Result<(), AdapterError>> {
+        self.local_leave(&opts, &rooms);
+        Box::pin(async move {
+            if opts.flags.local {
+                return Ok(());
+            }
+            let value = names(&rooms);
+            self.publish_selection_op(
+                &opts,
+                (classic_type::REMOTE_LEAVE, "rooms", value.clone()),
+                (cluster_type::SOCKETS_LEAVE, "rooms", value),
+            )
+            .await
+        })
+    }
+
+    fn disconnect_sockets(
+        &self,
+        opts: BroadcastOptions,
+        close: bool,
+    ) -> BoxFuture<'_, Result<(), AdapterError>> {
+        self.local_disconnect(&opts, close);
+        Box::pin(async move {
+            if opts.flags.local {
+                return Ok(());
+            }
+            self.publish_selection_op(
+                &opts,
+                (classic_type::REMOTE_DISCONNECT, "close", Value::Bool(close)),
+                (cluster_type::DISCONNECT_SOCKETS, "close", Value::Bool(close)),
+            )
+            .await
+        })
+    }
+
+    fn all_rooms(&self) -> BoxFuture<'_, Result<HashSet<Room>, AdapterError>> {
+        Box::pin(async move {
+            let mut rooms = self.local.rooms();
+            match self.opts.mode {
+                Mode::Classic => {
+                    let expected = self.count_servers().await?.saturating_sub(1);
+                    if expected > 0 {
+                        let id = uid2(6);
+                        let msg = json!({"uid": self.uid, "requestId": id, "type": classic_type::ALL_ROOMS});
+                        let answers = self
+                            .request(
+                                id,
+                                expected,
+                                msg.to_string().into_bytes(),
+                                self.opts.requests_timeout,
+                            )
+                            .await?;
+                        rooms.extend(answers.iter().filter_map(room_text));
+                    }
+                }
+                Mode::Sharded => {
+                    // The cluster format has no rooms request: the rooms of every socket
+                    // elsewhere, their own ids left out.
+                    for socket in self.fetch_remote(&BroadcastOptions::default()).await? {
+                        let own = socket.id.as_str();
+                        rooms.extend(socket.rooms.into_iter().filter(|r| r.as_ref() != own));
+                    }
+                }
+            }
+            Ok(rooms)
+        })
+    }
+
+    fn server_side_emit(&self, args: Vec<Value>) -> BoxFuture<'_, Result<(), AdapterError>> {
+        Box::pin(async move {
+            let payload = match self.opts.mode {
+                Mode::Classic => {
+                    json!({"uid": self.uid, "type": classic_type::SERVER_SIDE_EMIT, "data": args})
+                        .to_string()
+                        .into_bytes()
+                }
+                Mode::Sharded => self.cluster_message(
+                    cluster_type::SERVER_SIDE_EMIT,
+                    codec::from_json(&json!({"packet": args})),
+                ),
+            };
+            self.publish_confirmed(self.request_channel(), payload).await
+        })
+    }
+
+    fn server_side_emit_with_ack(
+        &self,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Value>, AdapterError>> {
+        Box::pin(async move {
+            let expected = self.count_servers().await?.saturating_sub(1);
+            if expected == 0 {
+                return Ok(Vec::new());
+            }
+            let (id, payload) = match self.opts.mode {
+                Mode::Classic => {
+                    let id = uid2(6);
+                    let msg = json!({"uid": self.uid, "requestId": id, "type": classic_type::SERVER_SIDE_EMIT, "data": args});
+                    (id, msg.to_string().into_bytes())
+                }
+                Mode::Sharded => {
+                    let id = hex_id();
+                    let data = json!({"requestId": id, "packet": args});
+                    (
+                        id,
+                        self.cluster_message(cluster_type::SERVER_SIDE_EMIT, codec::from_json(&data)),
+                    )
+                }
+            };
+            self.request(id, expected, payload, timeout).await
+        })
+    }
+
+    fn server_count(&self) -> BoxFuture<'_, Result<usize, AdapterError>> {
+        Box::pin(async move { Ok(self.count_servers().await?.max(1)) })
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.link.is_healthy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_have_the_reference_shapes() {
+        let classic = uid2(6);
+        assert_eq!(classic.len(), 6);
+        assert!(classic.chars().all(|c| c.is_ascii_alphanumeric()));
+        let sharded = hex_id();
+        assert_eq!(sharded.len(), 16);
+        assert!(sharded.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(remote_ack_sid().as_str(), REMOTE_ACK_SID);
+    }
+
+    #[test]
+    fn options_round_trip_through_the_wire_shape() {
+        let opts = BroadcastOptions {
+            rooms: smallvec::smallvec![Room::from("a")],
+            except: smallvec::smallvec![Room::from("b")],
+            flags: BroadcastFlags {
+                volatile: true,
+                local: false,
+                timeout: Some(Duration::from_millis(1500)),
+            },
+        };
+        let wire = options_json(&opts, true);
+        assert_eq!(
+            wire,
+            json!({"rooms": ["a"], "except": ["b"], "flags": {"volatile": true, "timeout": 1500}})
+        );
+        let back = options_from(Some(&wire));
+        assert_eq!(back.rooms, opts.rooms);
+        assert_eq!(back.except, opts.except);
+        assert_eq!(back.flags, opts.flags);
+        // Numeric rooms (Node allows them) become their text.
+        let numeric = options_from(Some(&json!({"rooms": [5], "except": []})));
+        assert_eq!(numeric.rooms.as_slice(), &[Room::from("5")]);
+    }
+}

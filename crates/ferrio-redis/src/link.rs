@@ -1,0 +1,892 @@
+//! The node's connections to Redis: one ordered, bounded publish queue drained by a
+//! publisher task, one subscriber connection that keeps every wanted channel subscribed
+//! (across reconnects), and the table that routes each received message to the namespace
+//! adapter that owns its channel.
+//!
+//! Failure policy: nothing here ever makes local delivery wait. A publish is queued without
+//! awaiting; when the queue is full or Redis is known to be down it fails at once and is
+//! counted. The publisher sends each batch with a deadline; a batch that misses it fails,
+//! the connection is dropped and re-established with exponential backoff. The subscriber
+//! reconnects with backoff too, and subscribes to every channel again on each new
+//! connection. Messages published while a node was cut off are not replayed (at most once,
+//! as with the reference adapter).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, PushInfo, PushKind, Value};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// Why a Redis operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// Redis did not answer in time.
+    #[error("redis timed out")]
+    Timeout,
+    /// The connection is down (or reconnecting after a failure).
+    #[error("redis unavailable: {0}")]
+    Down(String),
+    /// The publish queue is full.
+    #[error("publish queue full")]
+    QueueFull,
+    /// Redis answered with an error.
+    #[error("redis error: {0}")]
+    Redis(String),
+}
+
+/// Where the node connects.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Standalone(Box<redis::Client>),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+/// Timing and bounds of the connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub publish_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub health_interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub queue_len: usize,
+    pub queue_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            publish_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(1000),
+            health_interval: Duration::from_millis(1000),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            queue_len: 4096,
+            queue_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters of one node's Redis traffic.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub published: AtomicU64,
+    pub publish_failed: AtomicU64,
+    pub publish_rejected: AtomicU64,
+    pub received: AtomicU64,
+    pub malformed: AtomicU64,
+    pub subscriber_reconnects: AtomicU64,
+}
+
+/// A snapshot of a node's Redis counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages Redis accepted.
+    pub published: u64,
+    /// Messages sent to Redis that failed (timeout, connection lost, error reply).
+    pub publish_failed: u64,
+    /// Messages refused before sending: Redis known down, or the queue full.
+    pub publish_rejected: u64,
+    /// Messages received from Redis.
+    pub received: u64,
+    /// Received messages that could not be decoded.
+    pub malformed: u64,
+    /// Times the subscriber connection was re-established.
+    pub subscriber_reconnects: u64,
+    /// Whether the publisher can reach Redis now.
+    pub publisher_up: bool,
+    /// Whether the subscriber connection is up with every channel subscribed.
+    pub subscriber_up: bool,
+}
+
+/// The kinds of subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SubKind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+/// Receives the messages of the channels it registered.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    fn on_message(&self, route: RouteKind, channel: &str, payload: &[u8]);
+}
+
+/// What a channel carries, for the adapter that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteKind {
+    /// Classic broadcasts (`<key>#<nsp>#*`).
+    Broadcast,
+    /// Classic requests.
+    Request,
+    /// Classic responses.
+    Response,
+    /// Sharded messages (namespace and room channels).
+    Message,
+    /// Sharded responses addressed to this node.
+    ShardResponse,
+}
+
+struct Route {
+    kind: RouteKind,
+    target: Weak<dyn Inbound>,
+}
+
+#[derive(Default)]
+struct Routes {
+    channels: HashMap<String, Route>,
+    patterns: HashMap<String, Route>,
+    shards: HashMap<String, Route>,
+}
+
+impl Routes {
+    fn table(&mut self, kind: SubKind) -> &mut HashMap<String, Route> {
+        match kind {
+            SubKind::Channel => &mut self.channels,
+            SubKind::Pattern => &mut self.patterns,
+            SubKind::Shard => &mut self.shards,
+        }
+    }
+
+    fn wanted(&self) -> HashSet<(SubKind, String)> {
+        let mut out = HashSet::new();
+        out.extend(self.channels.keys().map(|k| (SubKind::Channel, k.clone())));
+        out.extend(self.patterns.keys().map(|k| (SubKind::Pattern, k.clone())));
+        out.extend(self.shards.keys().map(|k| (SubKind::Shard, k.clone())));
+        out
+    }
+}
+
+/// One message for Redis.
+pub(crate) struct Outgoing {
+    pub sharded: bool,
+    pub channel: String,
+    pub payload: Bytes,
+    pub done: Option<oneshot::Sender<Result<(), LinkError>>>,
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, next: min }
+    }
+
+    fn step(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::random_range(0..=base.as_millis() as u64 / 4 + 1);
+        base + Duration::from_millis(jitter)
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// The command connection: publishes and queries. Standalone connections are (re)made
+/// here, lazily and with backoff; a cluster connection repairs itself.
+#[allow(clippy::large_enum_variant)] // one per node, never moved
+enum Commands {
+    Standalone {
+        client: redis::Client,
+        config: AsyncConnectionConfig,
+        current: Mutex<Option<MultiplexedConnection>>,
+        connecting: tokio::sync::Mutex<()>,
+        backoff: Mutex<(Backoff, Option<Instant>)>,
+    },
+    Cluster(ClusterConnection),
+}
+
+enum Handle {
+    Standalone(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Commands {
+    async fn handle(&self) -> Result<Handle, LinkError> {
+        match self {
+            Commands::Cluster(conn) => Ok(Handle::Cluster(conn.clone())),
+            Commands::Standalone {
+                client,
+                config,
+                current,
+                connecting,
+                backoff,
+            } => {
+                if let Some(conn) = current.lock().clone() {
+                    return Ok(Handle::Standalone(conn));
+                }
+                let _one_at_a_time = connecting.lock().await;
+                if let Some(conn) = current.lock().clone() {
+                    return Ok(Handle::Standalone(conn));
+                }
+                if let Some(at) = backoff.lock().1
+                    && Instant::now() < at
+                {
+                    return Err(LinkError::Down("reconnecting".into()));
+                }
+                match client.get_multiplexed_async_connection_with_config(config).await {
+                    Ok(conn) => {
+                        backoff.lock().0.reset();
+                        backoff.lock().1 = None;
+                        *current.lock() = Some(conn.clone());
+                        Ok(Handle::Standalone(conn))
+                    }
+                    Err(e) => {
+                        let mut b = backoff.lock();
+                        let wait = b.0.step();
+                        b.1 = Some(Instant::now() + wait);
+                        Err(LinkError::Down(e.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the last failure dropped a connection that had worked (rather than a
+    /// reconnection attempt failing); resets the mark.
+    fn was_connected(&self) -> bool {
+        match self {
+            Commands::Standalone { backoff, .. } => backoff.lock().1.is_none(),
+            Commands::Cluster(_) => false,
+        }
+    }
+
+    /// Drops a standalone connection that failed, so the next use reconnects.
+    fn invalidate(&self) {
+        if let Commands::Standalone { current, .. } = self {
+            current.lock().take();
+        }
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> LinkError {
+    if e.is_timeout() {
+        LinkError::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+        LinkError::Down(e.to_string())
+    } else {
+        LinkError::Redis(e.to_string())
+    }
+}
+
+/// What the tasks share with the handle.
+struct Shared {
+    target: Target,
+    settings: Settings,
+    counters: Counters,
+    commands: Commands,
+    routes: RwLock<Routes>,
+    routes_changed: Notify,
+    publisher_up: AtomicBool,
+    subscriber_up: AtomicBool,
+    queued_bytes: AtomicUsize,
+}
+
+impl Shared {
+    async fn query(&self, cmd: &Cmd) -> Result<Value, LinkError> {
+        let handle = self.commands.handle().await?;
+        let result = match handle {
+            Handle::Standalone(mut conn) => {
+                tokio::time::timeout(self.settings.publish_timeout, conn.req_packed_command(cmd)).await
+            }
+            Handle::Cluster(mut conn) => {
+                tokio::time::timeout(self.settings.publish_timeout, conn.req_packed_command(cmd)).await
+            }
+        };
+        let result = match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(redis_error(e)),
+            Err(_) => Err(LinkError::Timeout),
+        };
+        match &result {
+            Ok(_) => self.publisher_up.store(true, Ordering::Release),
+            Err(LinkError::Redis(_)) => {}
+            Err(_) => {
+                self.publisher_up.store(false, Ordering::Release);
+                self.commands.invalidate();
+            }
+        }
+        result
+    }
+
+    /// Sends a batch in order: one pipeline (one per channel on a cluster, whose pipelines
+    /// must stay within one slot).
+    async fn send_batch(&self, batch: &[Outgoing]) -> Result<(), LinkError> {
+        let handle = self.commands.handle().await?;
+        let deadline = self.settings.publish_timeout;
+        let result = match handle {
+            Handle::Standalone(mut conn) => {
+                let mut pipe = redis::pipe();
+                for out in batch {
+                    pipe.cmd(if out.sharded { "SPUBLISH" } else { "PUBLISH" })
+                        .arg(&out.channel)
+                        .arg(&out.payload[..])
+                        .ignore();
+                }
+                tokio::time::timeout(deadline, pipe.exec_async(&mut conn)).await
+            }
+            Handle::Cluster(conn) => {
+                let mut groups: Vec<(&str, redis::Pipeline)> = Vec::new();
+                for out in batch {
+                    let idx = match groups.iter().position(|(c, _)| *c == out.channel) {
+                        Some(i) => i,
+                        None => {
+                            groups.push((&out.channel, redis::pipe()));
+                            groups.len() - 1
+                        }
+                    };
+                    groups[idx]
+                        .1
+                        .cmd(if out.sharded { "SPUBLISH" } else { "PUBLISH" })
+                        .arg(&out.channel)
+                        .arg(&out.payload[..])
+                        .ignore();
+                }
+                let sends = groups.into_iter().map(|(_, pipe)| {
+                    let mut conn = conn.clone();
+                    async move { pipe.exec_async(&mut conn).await }
+                });
+                tokio::time::timeout(deadline, async {
+                    for r in futures_util::future::join_all(sends).await {
+                        r?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        };
+        let result = match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(redis_error(e)),
+            Err(_) => Err(LinkError::Timeout),
+        };
+        match &result {
+            Ok(()) => self.publisher_up.store(true, Ordering::Release),
+            Err(LinkError::Redis(_)) => {}
+            Err(_) => {
+                self.publisher_up.store(false, Ordering::Release);
+                self.commands.invalidate();
+            }
+        }
+        result
+    }
+
+    fn dispatch(&self, info: PushInfo) {
+        let (kind, key_at, channel_at, payload_at) = match info.kind {
+            PushKind::Message => (SubKind::Channel, 0, 0, 1),
+            PushKind::PMessage => (SubKind::Pattern, 0, 1, 2),
+            PushKind::SMessage => (SubKind::Shard, 0, 0, 1),
+            _ => return,
+        };
+        let text = |v: Option<&Value>| match v {
+            Some(Value::BulkString(b)) => std::str::from_utf8(b).ok().map(str::to_owned),
+            Some(Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let (Some(key), Some(channel)) = (text(info.data.get(key_at)), text(info.data.get(channel_at)))
+        else {
+            return;
+        };
+        let Some(Value::BulkString(payload)) = info.data.get(payload_at) else {
+            return;
+        };
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let target = {
+            let routes = self.routes.read();
+            let table = match kind {
+                SubKind::Channel => &routes.channels,
+                SubKind::Pattern => &routes.patterns,
+                SubKind::Shard => &routes.shards,
+            };
+            table
+                .get(&key)
+                .and_then(|r| r.target.upgrade().map(|t| (r.kind, t)))
+        };
+        if let Some((route, target)) = target {
+            target.on_message(route, &channel, payload);
+        }
+    }
+}
+
+/// A node's connections to Redis. Dropping it stops its tasks.
+pub(crate) struct Link {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Outgoing>,
+    _stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Link {
+    /// Connects (the first connection must succeed within the connect timeout) and starts
+    /// the publisher and subscriber tasks.
+    pub(crate) async fn connect(target: Target, settings: Settings) -> Result<Arc<Self>, LinkError> {
+        Self::start(target, settings, true).await
+    }
+
+    /// Like [`Link::connect`], without a subscriber (for emitters).
+    pub(crate) async fn connect_publisher(
+        target: Target,
+        settings: Settings,
+    ) -> Result<Arc<Self>, LinkError> {
+        Self::start(target, settings, false).await
+    }
+
+    async fn start(target: Target, settings: Settings, subscriber: bool) -> Result<Arc<Self>, LinkError> {
+        let commands = match &target {
+            Target::Standalone(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(settings.publish_timeout));
+                let conn = tokio::time::timeout(
+                    settings.connect_timeout,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+                .map_err(|_| LinkError::Timeout)?
+                .map_err(redis_error)?;
+                Commands::Standalone {
+                    client: (**client).clone(),
+                    config,
+                    current: Mutex::new(Some(conn)),
+                    connecting: tokio::sync::Mutex::new(()),
+                    backoff: Mutex::new((Backoff::new(settings.backoff_min, settings.backoff_max), None)),
+                }
+            }
+            Target::Cluster(client) => {
+                let conn = tokio::time::timeout(settings.connect_timeout * 5, client.get_async_connection())
+                    .await
+                    .map_err(|_| LinkError::Timeout)?
+                    .map_err(redis_error)?;
+                Commands::Cluster(conn)
+            }
+        };
+        let (queue, rx) = mpsc::channel(settings.queue_len);
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            target,
+            settings,
+            counters: Counters::default(),
+            commands,
+            routes: RwLock::new(Routes::default()),
+            routes_changed: Notify::new(),
+            publisher_up: AtomicBool::new(true),
+            subscriber_up: AtomicBool::new(false),
+            queued_bytes: AtomicUsize::new(0),
+        });
+        tokio::spawn(run_publisher(shared.clone(), rx));
+        if subscriber {
+            tokio::spawn(run_subscriber(shared.clone(), stopped));
+        }
+        Ok(Arc::new(Self {
+            shared,
+            queue,
+            _stop: stop,
+        }))
+    }
+
+    /// Queues a message; fails at once when Redis is known down or the queue is full.
+    pub(crate) fn publish(&self, sharded: bool, channel: String, payload: Vec<u8>) -> Result<(), LinkError> {
+        self.enqueue(Outgoing {
+            sharded,
+            channel,
+            payload: Bytes::from(payload),
+            done: None,
+        })
+    }
+
+    /// Queues a message and waits until Redis took it (or refused it).
+    pub(crate) async fn publish_confirmed(
+        &self,
+        sharded: bool,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<(), LinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Outgoing {
+            sharded,
+            channel,
+            payload: Bytes::from(payload),
+            done: Some(tx),
+        })?;
+        match tokio::time::timeout(self.shared.settings.publish_timeout * 3, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(LinkError::Down("publisher stopped".into())),
+            Err(_) => Err(LinkError::Timeout),
+        }
+    }
+
+    fn enqueue(&self, out: Outgoing) -> Result<(), LinkError> {
+        let s = &self.shared;
+        if !s.publisher_up.load(Ordering::Acquire) {
+            s.counters.publish_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(LinkError::Down("redis unreachable".into()));
+        }
+        let size = out.payload.len() + out.channel.len();
+        if s.queued_bytes.fetch_add(size, Ordering::AcqRel) + size > s.settings.queue_bytes {
+            s.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            s.counters.publish_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(LinkError::QueueFull);
+        }
+        self.queue.try_send(out).map_err(|_| {
+            s.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            s.counters.publish_rejected.fetch_add(1, Ordering::Relaxed);
+            LinkError::QueueFull
+        })
+    }
+
+    /// `PUBSUB NUMSUB` (or `SHARDNUMSUB`) of one channel, summed over a cluster's nodes.
+    pub(crate) async fn subscriber_count(&self, sharded: bool, channel: &str) -> Result<usize, LinkError> {
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg(if sharded { "SHARDNUMSUB" } else { "NUMSUB" })
+            .arg(channel);
+        let value = self.shared.query(&cmd).await?;
+        Ok(count_in(&value, channel))
+    }
+
+    /// Routes `channel` (of `kind`) to `target` and subscribes to it.
+    pub(crate) fn subscribe(
+        &self,
+        kind: SubKind,
+        channel: String,
+        route: RouteKind,
+        target: Weak<dyn Inbound>,
+    ) {
+        self.shared
+            .routes
+            .write()
+            .table(kind)
+            .insert(channel, Route { kind: route, target });
+        self.shared.routes_changed.notify_one();
+    }
+
+    /// Stops routing `channel` and unsubscribes from it.
+    pub(crate) fn unsubscribe(&self, kind: SubKind, channel: &str) {
+        let removed = self.shared.routes.write().table(kind).remove(channel).is_some();
+        if removed {
+            self.shared.routes_changed.notify_one();
+        }
+    }
+
+    /// Whether both connections work.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.shared.publisher_up.load(Ordering::Acquire) && self.shared.subscriber_up.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            published: c.published.load(Ordering::Relaxed),
+            publish_failed: c.publish_failed.load(Ordering::Relaxed),
+            publish_rejected: c.publish_rejected.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
+            subscriber_reconnects: c.subscriber_reconnects.load(Ordering::Relaxed),
+            publisher_up: self.shared.publisher_up.load(Ordering::Acquire),
+            subscriber_up: self.shared.subscriber_up.load(Ordering::Acquire),
+        }
+    }
+
+    pub(crate) fn count_malformed(&self) {
+        self.shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The count for `channel` in a NUMSUB answer (`[ch, n]`, or a map in RESP3 and on a
+/// cluster, where the counts of every node were combined).
+fn count_in(value: &Value, channel: &str) -> usize {
+    let as_count = |v: &Value| match v {
+        Value::Int(n) => usize::try_from(*n).unwrap_or(0),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let is_channel = |v: &Value| match v {
+        Value::BulkString(b) => b == channel.as_bytes(),
+        Value::SimpleString(s) => s == channel,
+        _ => false,
+    };
+    match value {
+        Value::Map(entries) => entries
+            .iter()
+            .filter(|(k, _)| is_channel(k))
+            .map(|(_, v)| as_count(v))
+            .sum(),
+        Value::Array(items) => items
+            .chunks(2)
+            .filter(|pair| pair.len() == 2 && is_channel(&pair[0]))
+            .map(|pair| as_count(&pair[1]))
+            .sum(),
+        _ => 0,
+    }
+}
+
+const MAX_BATCH: usize = 512;
+
+async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(out) => batch.push(out),
+                Err(_) => break,
+            }
+        }
+        let bytes: usize = batch.iter().map(|o| o.payload.len() + o.channel.len()).sum();
+        let mut result = shared.send_batch(&batch).await;
+        if matches!(result, Err(LinkError::Down(_))) && shared.commands.was_connected() {
+            // The connection died since its last use (Redis restarted): one retry on a new
+            // connection, which fails at once if Redis is still away.
+            result = shared.send_batch(&batch).await;
+        }
+        shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        let counter = if result.is_ok() {
+            &shared.counters.published
+        } else {
+            &shared.counters.publish_failed
+        };
+        counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, messages = batch.len(), "redis publish failed");
+        }
+        for out in batch.drain(..) {
+            if let Some(done) = out.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+/// Subscribes `conn` to one channel, pattern or shard channel (one per command: a command
+/// is answered with one confirmation per channel).
+async fn apply(
+    conn: &mut impl ConnectionLike,
+    kind: SubKind,
+    channel: &str,
+    on: bool,
+) -> redis::RedisResult<()> {
+    let name = match (kind, on) {
+        (SubKind::Channel, true) => "SUBSCRIBE",
+        (SubKind::Channel, false) => "UNSUBSCRIBE",
+        (SubKind::Pattern, true) => "PSUBSCRIBE",
+        (SubKind::Pattern, false) => "PUNSUBSCRIBE",
+        (SubKind::Shard, true) => "SSUBSCRIBE",
+        (SubKind::Shard, false) => "SUNSUBSCRIBE",
+    };
+    let mut cmd = redis::cmd(name);
+    cmd.arg(channel);
+    conn.req_packed_command(&cmd).await.map(drop)
+}
+
+async fn apply_cluster(
+    conn: &mut ClusterConnection,
+    kind: SubKind,
+    channel: &str,
+    on: bool,
+) -> redis::RedisResult<()> {
+    match (kind, on) {
+        (SubKind::Channel, true) => conn.subscribe(channel).await,
+        (SubKind::Channel, false) => conn.unsubscribe(channel).await,
+        (SubKind::Pattern, true) => conn.psubscribe(channel).await,
+        (SubKind::Pattern, false) => conn.punsubscribe(channel).await,
+        (SubKind::Shard, true) => conn.ssubscribe(channel).await,
+        (SubKind::Shard, false) => conn.sunsubscribe(channel).await,
+    }
+}
+
+enum SubConn {
+    Standalone(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl SubConn {
+    async fn apply(&mut self, kind: SubKind, channel: &str, on: bool) -> redis::RedisResult<()> {
+        match self {
+            SubConn::Standalone(c) => apply(c, kind, channel, on).await,
+            SubConn::Cluster(c) => apply_cluster(c, kind, channel, on).await,
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        let cmd = redis::cmd("PING");
+        match self {
+            SubConn::Standalone(c) => c.req_packed_command(&cmd).await.map(drop),
+            SubConn::Cluster(c) => c.req_packed_command(&cmd).await.map(drop),
+        }
+    }
+}
+
+async fn open_subscriber(shared: &Arc<Shared>, lost: &Arc<Notify>) -> redis::RedisResult<SubConn> {
+    let weak = Arc::downgrade(shared);
+    let lost = lost.clone();
+    let sender = move |info: PushInfo| -> Result<(), ()> {
+        if info.kind == PushKind::Disconnection {
+            lost.notify_one();
+        } else if let Some(shared) = weak.upgrade() {
+            shared.dispatch(info);
+        }
+        Ok(())
+    };
+    let s = &shared.settings;
+    match &shared.target {
+        Target::Standalone(client) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(s.connect_timeout))
+                .set_response_timeout(Some(s.publish_timeout))
+                .set_push_sender(sender);
+            let conn = tokio::time::timeout(
+                s.connect_timeout,
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+            Ok(SubConn::Standalone(conn))
+        }
+        Target::Cluster(client) => {
+            let config = redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(s.connect_timeout)
+                .set_response_timeout(s.publish_timeout)
+                .set_push_sender(sender);
+            let conn = tokio::time::timeout(
+                s.connect_timeout * 5,
+                client.get_async_connection_with_config(config),
+            )
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+            Ok(SubConn::Cluster(conn))
+        }
+    }
+}
+
+/// Keeps the subscriber connection up and subscribed to every routed channel.
+async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let s = shared.settings.clone();
+    let mut backoff = Backoff::new(s.backoff_min, s.backoff_max);
+    let is_cluster = matches!(shared.target, Target::Cluster(_));
+    let lost = Arc::new(Notify::new());
+    let mut first = true;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let conn = tokio::select! {
+            c = open_subscriber(&shared, &lost) => c,
+            _ = stop.changed() => return,
+        };
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(error = %e, "redis subscriber connect failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.step()) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        if !first {
+            shared
+                .counters
+                .subscriber_reconnects
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        let mut subscribed: HashSet<(SubKind, String)> = HashSet::new();
+        'session: loop {
+            let wanted = shared.routes.read().wanted();
+            let adds: Vec<_> = wanted.difference(&subscribed).cloned().collect();
+            let removes: Vec<_> = subscribed.difference(&wanted).cloned().collect();
+            for (kind, channel) in adds {
+                match tokio::time::timeout(s.publish_timeout, conn.apply(kind, &channel, true)).await {
+                    Ok(Ok(())) => {
+                        subscribed.insert((kind, channel));
+                    }
+                    other => {
+                        tracing::debug!(?other, %channel, "redis subscribe failed");
+                        break 'session;
+                    }
+                }
+            }
+            for (kind, channel) in removes {
+                match tokio::time::timeout(s.publish_timeout, conn.apply(kind, &channel, false)).await {
+                    Ok(Ok(())) => {
+                        subscribed.remove(&(kind, channel));
+                    }
+                    _ => break 'session,
+                }
+            }
+            shared.subscriber_up.store(true, Ordering::Release);
+            backoff.reset();
+            tokio::select! {
+                _ = shared.routes_changed.notified() => {}
+                _ = lost.notified(), if !is_cluster => break 'session,
+                _ = tokio::time::sleep(s.health_interval) => {
+                    let alive = matches!(tokio::time::timeout(s.publish_timeout, conn.ping()).await, Ok(Ok(())));
+                    // Finds a dead publisher connection (and Redis coming back) without
+                    // waiting for traffic.
+                    let _ = shared.query(&redis::cmd("PING")).await;
+                    if !alive {
+                        break 'session;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+        shared.subscriber_up.store(false, Ordering::Release);
+        tracing::debug!("redis subscriber connection lost; reconnecting");
+        drop(conn);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.step()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numsub_answers_in_every_shape() {
+        let ch = "socket.io-request#/#";
+        let array = Value::Array(vec![Value::BulkString(ch.into()), Value::Int(3)]);
+        assert_eq!(count_in(&array, ch), 3);
+        let map = Value::Map(vec![(Value::BulkString(ch.into()), Value::Int(2))]);
+        assert_eq!(count_in(&map, ch), 2);
+        assert_eq!(count_in(&Value::Nil, ch), 0);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let first = b.step();
+        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(126));
+        for _ in 0..10 {
+            b.step();
+        }
+        assert!(b.step() <= Duration::from_millis(2501));
+        b.reset();
+        assert!(b.step() <= Duration::from_millis(126));
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of ferrio-redis: real `redis-server` processes (and a Redis Cluster)
+//! started by each test on free ports, ferrio nodes served in-process, raw WebSocket
+//! clients. The mixed Node/ferrio cluster and nginx tests live in `tests/interop`.
+
+mod cluster;
+mod faults;
+mod redis_cluster;
+mod support;
