@@ -201,7 +201,8 @@ impl ClientBuilder {
         self.with(|o| o.upgrade = upgrade)
     }
 
-    /// Whether to reconnect (default true).
+    /// Whether to reconnect (default true). Without reconnection every disconnection is
+    /// final: the socket stays `Disconnected` until [`Socket::connect`] is called.
     pub fn reconnection(self, reconnection: bool) -> Self {
         self.with(|o| o.reconnection = reconnection)
     }

@@ -885,14 +885,18 @@ impl Socket {
         self.shared.state.changes()
     }
 
-    /// Waits until the socket is connected, or its state is final (the error says why).
+    /// Waits until the socket is connected, or until no connection is coming any more (a
+    /// final disconnection, or any disconnection with reconnection turned off); the error
+    /// says why.
     pub async fn wait_connected(&self) -> Result<(), DisconnectReason> {
         let mut watch = self.shared.state.watch();
         loop {
             let state = watch.borrow_and_update().clone();
             match state {
                 ConnectionState::Connected => return Ok(()),
-                ConnectionState::Disconnected { reason } if reason.is_final() && !self.shared.is_active() => {
+                // Inactive means no reconnection is coming: a final reason, or any reason
+                // when reconnection is turned off.
+                ConnectionState::Disconnected { reason } if !self.shared.is_active() => {
                     return Err(reason);
                 }
                 _ => {}
@@ -1030,4 +1034,212 @@ pub(crate) fn add_handler(shared: &SocketShared, event: String, handler: Handler
 
 pub(crate) fn add_any_handler(shared: &SocketShared, handler: AnyHandler) {
     shared.handlers.write().any.push(handler);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Auth;
+    use crate::queue::QueueLimits;
+
+    /// A socket connected to a fake connection whose outbound packets the test reads.
+    fn connected_socket(options: SocketOptions) -> (Arc<SocketShared>, mpsc::UnboundedReceiver<Outbound>) {
+        let (commands, _) = mpsc::unbounded_channel();
+        let shared = SocketShared::new("/".into(), options, commands);
+        assert!(shared.activate());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = ConnHandle { tx, generation: 1 };
+        shared.on_packet(Packet::connect("/", Some(json!({"sid": "s1"}))), &conn);
+        assert_eq!(shared.state.get(), ConnectionState::Connected);
+        (shared, rx)
+    }
+
+    fn sent_text(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> String {
+        match rx.try_recv() {
+            Ok(Outbound::Send(wires)) => match &wires[0] {
+                Wire::Text(text) => text.clone(),
+                Wire::Binary(_) => panic!("binary first"),
+            },
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+
+    fn ack(shared: &Arc<SocketShared>, id: u64) {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let conn = ConnHandle { tx, generation: 1 };
+        shared.on_packet(Packet::ack("/", id, json!(["ok"]), vec![]), &conn);
+    }
+
+    #[test]
+    fn encodes_attachments_after_the_text() {
+        let packet = Packet::event(
+            "/chat",
+            json!(["f", ferrio_proto::socket::placeholder(0)]),
+            vec![Bytes::from_static(b"ab")],
+            Some(3),
+        );
+        assert_eq!(
+            encode(&packet),
+            vec![
+                Wire::Text(r#"451-/chat,3["f",{"_placeholder":true,"num":0}]"#.into()),
+                Wire::Binary(Bytes::from_static(b"ab")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_payload_merges_pid_and_offset_in_front_of_auth() {
+        let (commands, _) = mpsc::unbounded_channel();
+        let shared = SocketShared::new("/".into(), SocketOptions::default(), commands);
+        assert_eq!(shared.connect_data(None), None);
+        assert_eq!(shared.connect_data(Some(json!({"a": 1}))), Some(json!({"a": 1})));
+        {
+            let mut inner = shared.inner.lock();
+            inner.pid = Some("P".into());
+            inner.last_offset = Some("O".into());
+        }
+        let data = shared.connect_data(Some(json!({"token": "t"}))).unwrap();
+        assert_eq!(data, json!({"pid": "P", "offset": "O", "token": "t"}));
+        let keys: Vec<_> = data.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["pid", "offset", "token"]);
+        assert_eq!(
+            shared.connect_data(None),
+            Some(json!({"pid": "P", "offset": "O"}))
+        );
+    }
+
+    #[tokio::test]
+    async fn offsets_are_tracked_only_with_a_pid() {
+        let (shared, _rx) = connected_socket(SocketOptions::default());
+        let (tx, _out) = mpsc::unbounded_channel();
+        let conn = ConnHandle { tx, generation: 1 };
+        shared.on_packet(
+            Packet::event("/", json!(["news", "a", "off1"]), vec![], None),
+            &conn,
+        );
+        assert_eq!(shared.inner.lock().last_offset, None);
+        // A CONNECT reply with a pid turns tracking on; a new pid is not a recovery.
+        shared.on_packet(
+            Packet::connect("/", Some(json!({"sid": "s2", "pid": "P"}))),
+            &conn,
+        );
+        assert!(!shared.inner.lock().recovered);
+        shared.on_packet(
+            Packet::event("/", json!(["news", "b", "off2"]), vec![], None),
+            &conn,
+        );
+        shared.on_packet(Packet::event("/", json!(["news", 1]), vec![], None), &conn);
+        assert_eq!(shared.inner.lock().last_offset.as_deref(), Some("off2"));
+        // The same pid again is.
+        shared.on_packet(
+            Packet::connect("/", Some(json!({"sid": "s2", "pid": "P"}))),
+            &conn,
+        );
+        assert!(shared.inner.lock().recovered);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_resend_the_same_arguments_until_acknowledged() {
+        let (shared, mut rx) = connected_socket(SocketOptions {
+            retries: Some(2),
+            ack_timeout: Some(Duration::from_millis(100)),
+            auth: Auth::None,
+            queue: QueueLimits::default(),
+        });
+        let answer = shared.emit_with_ack("job", Payload::from(json!({"id": 7})), None);
+        let second = shared.emit_with_ack("job", Payload::from(json!({"id": 8})), None);
+        tokio::task::yield_now().await;
+        assert_eq!(sent_text(&mut rx), r#"420["job",{"id":7}]"#);
+        // One packet in flight: the second waits.
+        assert!(rx.try_recv().is_err());
+        tokio::time::sleep(Duration::from_millis(101)).await;
+        assert_eq!(
+            sent_text(&mut rx),
+            r#"421["job",{"id":7}]"#,
+            "same arguments, new ack id"
+        );
+        // A late answer to the first try is ignored; the second try's answer counts.
+        ack(&shared, 0);
+        assert!(rx.try_recv().is_err());
+        ack(&shared, 1);
+        assert_eq!(answer.await.unwrap().args, vec![json!("ok")]);
+        tokio::task::yield_now().await;
+        assert_eq!(sent_text(&mut rx), r#"422["job",{"id":8}]"#);
+        // Never answered: 1 + 2 retries, then a timeout.
+        tokio::time::sleep(Duration::from_millis(101)).await;
+        assert_eq!(sent_text(&mut rx), r#"423["job",{"id":8}]"#);
+        tokio::time::sleep(Duration::from_millis(101)).await;
+        assert_eq!(sent_text(&mut rx), r#"424["job",{"id":8}]"#);
+        tokio::time::sleep(Duration::from_millis(101)).await;
+        assert_eq!(second.await.unwrap_err(), AckError::Timeout);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(shared.inner.lock().retry.len(), 0);
+        assert!(shared.inner.lock().acks.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnection_fails_a_try_only_with_an_ack_timeout() {
+        for ack_timeout in [None, Some(Duration::from_secs(60))] {
+            let (shared, mut rx) = connected_socket(SocketOptions {
+                retries: Some(1),
+                ack_timeout,
+                ..SocketOptions::default()
+            });
+            let mut answer = shared.emit_with_ack("job", Payload::from(1), None);
+            tokio::task::yield_now().await;
+            assert_eq!(sent_text(&mut rx), r#"420["job",1]"#);
+            // Two losses: the first uses the one retry; the second, with a timeout, ends it.
+            for _ in 0..2 {
+                shared.on_connection_lost(DisconnectReason::TransportClose);
+                tokio::task::yield_now().await;
+                let (tx, new_rx) = mpsc::unbounded_channel();
+                rx = new_rx;
+                shared.start_connect(&ConnHandle {
+                    tx: tx.clone(),
+                    generation: 2,
+                });
+                shared.on_packet(
+                    Packet::connect("/", Some(json!({"sid": "s"}))),
+                    &ConnHandle { tx, generation: 2 },
+                );
+                tokio::task::yield_now().await;
+            }
+            tokio::task::yield_now().await;
+            let done = futures_util::FutureExt::now_or_never(&mut answer);
+            match ack_timeout {
+                Some(_) => assert_eq!(done, Some(Err(AckError::Disconnected))),
+                None => {
+                    assert!(done.is_none(), "without a timeout it is sent again");
+                    let resent: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+                    assert!(!resent.is_empty());
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn offline_emits_flush_in_order_on_connect() {
+        let (commands, _) = mpsc::unbounded_channel();
+        let shared = SocketShared::new("/".into(), SocketOptions::default(), commands);
+        shared.activate();
+        for i in 0..3 {
+            assert!(matches!(
+                shared.emit_packet("n", Payload::from(i), false),
+                Ok(Delivery::Queued)
+            ));
+        }
+        assert!(matches!(
+            shared.emit_packet("v", Payload::from(9), true),
+            Ok(Delivery::Dropped)
+        ));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let conn = ConnHandle { tx, generation: 1 };
+        shared.on_packet(Packet::connect("/", Some(json!({"sid": "s"}))), &conn);
+        for i in 0..3 {
+            assert_eq!(sent_text(&mut rx), format!(r#"42["n",{i}]"#));
+        }
+        assert!(rx.try_recv().is_err());
+    }
 }

@@ -131,7 +131,7 @@ async fn server_restart_backoff_offline_queue_and_fresh_auth() {
 
     // Delay before attempt n is within backoff.bounds(n - 1). An attempt itself (a refused
     // HTTP request) takes a few ms; allow that and scheduling as slack above the bound.
-    let slack = Duration::from_millis(120);
+    let slack = Duration::from_millis(200);
     let mut starts = vec![lost.at];
     starts.extend(&attempts);
     let accept_times = accepts.lock().clone();
@@ -226,4 +226,47 @@ async fn gives_up_after_the_maximum_attempts() {
     let socket = client.socket("/").connect();
     let reason = within("gave up", socket.wait_connected()).await.unwrap_err();
     assert_eq!(reason, ferrio_client::DisconnectReason::ReconnectFailed);
+}
+
+#[tokio::test]
+async fn without_reconnection_a_loss_is_final() {
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let server = FerrioServer::start(recording_io(notes, Arc::new(Mutex::new(Vec::new())))).await;
+    let proxy = crate::proxy::Proxy::start(server.addr).await;
+    let client = Client::builder(&proxy.url())
+        .reconnection(false)
+        .reconnection_delay(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let socket = client.socket("/").connect();
+    connected(&socket).await;
+    let mut changes = socket.state_changes();
+    proxy.cut_all();
+    next_state(&mut changes, "lost", |s| {
+        matches!(s, ConnectionState::Disconnected { .. })
+    })
+    .await;
+    let opened = proxy.accepted();
+    let reason = within("no reconnection coming", socket.wait_connected())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            reason,
+            ferrio_client::DisconnectReason::TransportClose
+                | ferrio_client::DisconnectReason::TransportError(_)
+        ),
+        "{reason:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), changes.next())
+            .await
+            .is_err(),
+        "no reconnection attempt"
+    );
+    assert_eq!(proxy.accepted(), opened, "no new TCP connection");
+    // An explicit connect() opens a new connection.
+    socket.connect();
+    connected(&socket).await;
+    assert!(proxy.accepted() > opened);
 }
