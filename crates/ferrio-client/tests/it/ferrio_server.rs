@@ -443,3 +443,46 @@ async fn ack_timeout_and_late_answers() {
     .unwrap();
     assert_eq!(answer.args, vec![json!("late")]);
 }
+
+#[tokio::test]
+async fn stays_on_polling_behind_a_proxy_that_blocks_websocket() {
+    let server = FerrioServer::start(test_io()).await;
+    let proxy = crate::proxy::Proxy::start(server.addr).await;
+    proxy.set_block_websocket(true);
+    let client = Client::new(&proxy.url()).unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let socket = client
+        .socket("/")
+        .on("message-back", move |event| {
+            let _ = tx.send(event.arg::<u64>(0).unwrap());
+        })
+        .connect();
+    connected(&socket).await;
+    // The refused probe does not disturb the session: traffic keeps flowing over polling.
+    for i in 0..50u64 {
+        socket.emit("message", i).unwrap();
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for i in 0..50u64 {
+        assert_eq!(within("message-back", rx.recv()).await, Some(i));
+    }
+    let id: ferrio::Sid = socket.id().unwrap().parse().unwrap();
+    let on_server = server.io.of("/").unwrap().socket(id).unwrap();
+    assert_eq!(on_server.transport(), ferrio::TransportKind::Polling);
+    assert!(socket.connected());
+    assert_eq!(proxy.blocked(), 1, "the upgrade was tried once and refused");
+    // A WebSocket-only client cannot connect through it at all.
+    let ws_only = Client::builder(&proxy.url())
+        .transports(&[Transport::WebSocket])
+        .reconnection(false)
+        .build()
+        .unwrap();
+    let refused = ws_only.socket("/").connect();
+    let reason = within("refused", refused.wait_connected()).await.unwrap_err();
+    assert!(
+        matches!(reason, DisconnectReason::TransportError(_)),
+        "{reason:?}"
+    );
+}

@@ -26,6 +26,9 @@ struct Control {
     frozen: watch::Sender<bool>,
     /// Random lifetime of each connection (ms range), for a flaky link.
     flaky: Mutex<Option<(u64, u64)>>,
+    /// Refuses WebSocket handshakes with 403, like a proxy that only passes plain HTTP.
+    block_websocket: AtomicBool,
+    blocked: AtomicUsize,
     accepted: AtomicUsize,
     cuts: AtomicU64,
 }
@@ -56,6 +59,8 @@ impl Proxy {
             cut: watch::channel(0).0,
             frozen: watch::channel(false).0,
             flaky: Mutex::new(None),
+            block_websocket: AtomicBool::new(false),
+            blocked: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
             cuts: AtomicU64::new(0),
         });
@@ -100,6 +105,16 @@ impl Proxy {
         *self.control.flaky.lock() = range;
     }
 
+    /// Whether WebSocket handshakes are refused (plain HTTP still passes).
+    pub fn set_block_websocket(&self, block: bool) {
+        self.control.block_websocket.store(block, Ordering::SeqCst);
+    }
+
+    /// WebSocket handshakes refused so far.
+    pub fn blocked(&self) -> usize {
+        self.control.blocked.load(Ordering::SeqCst)
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.control.accepted.load(Ordering::SeqCst)
@@ -111,7 +126,31 @@ impl Proxy {
     }
 }
 
+/// Whether the request head at the start of `client` asks for a WebSocket. Peeks, so the
+/// bytes are still there to forward.
+async fn is_websocket_handshake(client: &TcpStream) -> bool {
+    let mut head = [0u8; 2048];
+    for _ in 0..50 {
+        let Ok(n) = client.peek(&mut head).await else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+        if text.contains("\r\n\r\n") || n == head.len() {
+            return text.contains("upgrade: websocket");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}
+
 async fn pipe(mut client: TcpStream, control: Arc<Control>) {
+    if control.block_websocket.load(Ordering::SeqCst) && is_websocket_handshake(&client).await {
+        control.blocked.fetch_add(1, Ordering::SeqCst);
+        let _ = client
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await;
+        return;
+    }
     let Ok(mut server) = TcpStream::connect(control.upstream).await else {
         return;
     };
