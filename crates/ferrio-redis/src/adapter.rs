@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -61,6 +62,17 @@ mod cluster_type {
 /// The socket id reported with acknowledgements that came from another node, whose
 /// messages do not say which socket answered.
 pub const REMOTE_ACK_SID: &str = "____remote__socket__";
+
+/// Where the ack ids of broadcasts from other nodes start: 2^52, below JavaScript's
+/// largest safe integer.
+const REMOTE_ACK_ID_BASE: u64 = 1 << 52;
+
+/// A packet as published: without the ack id, which each receiving node assigns.
+fn unnumbered(packet: &Packet) -> Packet {
+    let mut packet = packet.clone();
+    packet.id = None;
+    packet
+}
 
 fn remote_ack_sid() -> Sid {
     REMOTE_ACK_SID.parse().unwrap_or_else(|_| Sid::random())
@@ -252,6 +264,9 @@ pub struct RedisAdapter {
     channels: Channels,
     requests: Mutex<HashMap<String, Pending>>,
     ack_requests: Mutex<HashMap<String, AckRequest>>,
+    /// Ack ids for broadcasts from other nodes, far above the namespace's own counter
+    /// (which this crate cannot draw from).
+    remote_ack_ids: AtomicU64,
     me: Weak<RedisAdapter>,
 }
 
@@ -292,6 +307,7 @@ impl RedisAdapter {
             channels,
             requests: Mutex::new(HashMap::new()),
             ack_requests: Mutex::new(HashMap::new()),
+            remote_ack_ids: AtomicU64::new(REMOTE_ACK_ID_BASE),
             me: me.clone(),
         });
         let target: Weak<dyn Inbound> = adapter.me.clone();
@@ -600,11 +616,14 @@ impl RedisAdapter {
     /// the client count first, then each answer.
     fn run_broadcast_with_ack(
         &self,
-        packet: Packet,
+        mut packet: Packet,
         opts: BroadcastOptions,
         request_id: String,
         requester: Option<String>,
     ) {
+        // The sender publishes before numbering the packet, as the reference does; each
+        // receiving node numbers it for its own sockets.
+        packet.id = Some(self.remote_ack_ids.fetch_add(1, Ordering::Relaxed));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let n = self
             .local
@@ -1153,7 +1172,7 @@ impl Adapter for RedisAdapter {
                     (Mp::from("type"), Mp::from(classic_type::BROADCAST)),
                     (
                         Mp::from("packet"),
-                        codec::packet_to_msgpack(packet.packet(), true),
+                        codec::packet_to_msgpack(&unnumbered(packet.packet()), true),
                     ),
                     (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
                 ]);
@@ -1164,7 +1183,7 @@ impl Adapter for RedisAdapter {
                 let data = Mp::Map(vec![
                     (
                         Mp::from("packet"),
-                        codec::packet_to_msgpack(packet.packet(), false),
+                        codec::packet_to_msgpack(&unnumbered(packet.packet()), false),
                     ),
                     (Mp::from("requestId"), Mp::from(id.as_str())),
                     (Mp::from("opts"), codec::from_json(&options_json(opts, true))),

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ferrio::builtins::RoomEvents;
-use ferrio::{Config, Event, Io, NamespaceBuilder, Socket};
+use ferrio::{Config, Event, Io, NamespaceBuilder, Payload, Socket};
 use ferrio_redis::{Mode, RedisAdapter};
 use serde_json::{Value, json};
 
@@ -71,6 +71,14 @@ fn room_arg(event: &Event, i: usize) -> Option<String> {
     event.arg::<String>(i).ok()
 }
 
+/// Argument `i` with the event's binary attachments (placeholders keep their numbers).
+fn data_arg(event: &Event, i: usize) -> Payload {
+    Payload {
+        args: vec![event.args().get(i).cloned().unwrap_or(Value::Null)],
+        attachments: event.payload().attachments.clone(),
+    }
+}
+
 fn spawn_ack<F>(mut event: Event, work: F)
 where
     F: std::future::Future<Output = Value> + Send + 'static,
@@ -94,19 +102,17 @@ fn selection(socket: &Socket, room: Option<String>) -> ferrio::BroadcastOperator
 fn cluster_events(ns: NamespaceBuilder, port: u16) -> NamespaceBuilder {
     ns.on("broadcast", |socket, mut event| {
         let name = room_arg(&event, 0).unwrap_or_default();
-        let data = event.args().get(1).cloned().unwrap_or(Value::Null);
-        let ok = socket.ns().emit(&name, data).is_ok();
+        let ok = socket.ns().emit(&name, data_arg(&event, 1)).is_ok();
         event.ack(json!(ok));
     })
     .on("to-room", |socket, mut event| {
         let (room, name) = (room_arg(&event, 0).unwrap_or_default(), room_arg(&event, 1).unwrap_or_default());
-        let data = event.args().get(2).cloned().unwrap_or(Value::Null);
-        let ok = socket.ns().to(room.as_str()).emit(&name, data).is_ok();
+        let ok = socket.ns().to(room.as_str()).emit(&name, data_arg(&event, 2)).is_ok();
         event.ack(json!(ok));
     })
     .on("emit-ack", |socket, event| {
         let (room, name) = (room_arg(&event, 0).unwrap_or_default(), room_arg(&event, 1).unwrap_or_default());
-        let data = event.args().get(2).cloned().unwrap_or(Value::Null);
+        let data = data_arg(&event, 2);
         let op = socket.ns().to(room.as_str()).timeout(Duration::from_secs(3));
         spawn_ack(event, async move {
             match op.emit_with_ack(&name, data).await {
@@ -198,7 +204,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         RedisAdapter::cluster_builder(args.cluster.clone())
     };
     let redis = builder.key(args.key.clone()).mode(mode).connect().await?;
-    let port = args.listen.port();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let port = listener.local_addr()?.port();
     let with_cluster_events = args.cluster_events;
     let io = Io::builder(Config::default())
         .adapter(redis.factory())
@@ -211,7 +218,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .build();
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(mode = ?mode, "listening on {}", listener.local_addr()?);
     // The tests and scripts wait for this line.
     eprintln!("listening on {}", listener.local_addr()?);
