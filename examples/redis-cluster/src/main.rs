@@ -22,6 +22,7 @@
 //! | `server-emit(event, arg)` / `server-emit-ack(event, arg)` → answers | `io.serverSideEmit` |
 //! | `set-data(value)` | `socket.data = value` |
 //! | `server-count` → n | `adapter.serverCount()` |
+//! | `node-info` → `{port}` | which node the client reached |
 //!
 //! Every server-side emit named `hello` is passed on to this node's clients as
 //! `server-event` and, when asked, answered with `"ack from <port>"`.
@@ -174,6 +175,13 @@ fn cluster_events(ns: NamespaceBuilder, port: u16) -> NamespaceBuilder {
     .on("set-data", |socket, mut event| {
         socket.set_data(event.args().first().cloned().unwrap_or(Value::Null));
         event.ack(json!(true));
+    })
+    .on("node-info", move |socket, mut event| {
+        let transport = match socket.transport() {
+            ferrio::TransportKind::Polling => "polling",
+            ferrio::TransportKind::WebSocket => "websocket",
+        };
+        event.ack(json!({"port": port, "transport": transport}));
     })
     .on("server-count", |socket, event| {
         let ns = socket.ns().clone();

@@ -66,6 +66,7 @@ async function main() {
     });
     socket.on('set-data', (value, cb) => { socket.data = value; cb(true); });
     socket.on('server-count', async (cb) => cb(await io.of('/').adapter.serverCount()));
+    socket.on('node-info', (cb) => cb({ port: myPort, transport: socket.conn.transport.name }));
   });
 
   server.listen(Number(port), host, () => {

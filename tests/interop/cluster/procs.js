@@ -169,7 +169,25 @@ async function startNginx(bin, prefix, conf, port) {
   const child = spawn(bin, ['-p', prefix, '-c', file, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const handle = track(child, 'nginx');
   await waitForPort(port);
-  return handle;
+  // Workers outlive a killed master: stop the master with SIGTERM (it stops its workers), and
+  // know the workers' PIDs for the cleanup on exit.
+  let workers = [];
+  try {
+    workers = fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch { /* not Linux */ }
+  for (const w of workers) live.add(w);
+  return {
+    ...handle,
+    async stop() {
+      try { process.kill(child.pid, 'SIGTERM'); } catch { /* gone */ }
+      await Promise.race([handle.exited, sleep(3000)]);
+      for (const w of workers) {
+        try { process.kill(w, 'SIGKILL'); } catch { /* gone */ }
+        live.delete(w);
+      }
+      await handle.stop();
+    },
+  };
 }
 
 module.exports = {
