@@ -281,9 +281,18 @@ impl SocketShared {
         let shared = self.clone();
         let conn = conn.clone();
         tokio::spawn(async move {
-            let auth = shared.options.auth.fetch().await;
-            let data = shared.connect_data(auth);
-            let _ = conn.send(encode(&Packet::connect(shared.nsp.as_str(), data)));
+            let fetch = AssertUnwindSafe(shared.options.auth.fetch());
+            match futures_util::FutureExt::catch_unwind(fetch).await {
+                Ok(auth) => {
+                    let data = shared.connect_data(auth);
+                    let _ = conn.send(encode(&Packet::connect(shared.nsp.as_str(), data)));
+                }
+                Err(_) => {
+                    tracing::error!(nsp = %shared.nsp, "the auth callback panicked");
+                    shared.on_connect_error(Some(Value::from("the auth callback panicked")));
+                    let _ = shared.commands.send(Command::Disconnect);
+                }
+            }
         });
     }
 

@@ -486,3 +486,21 @@ async fn stays_on_polling_behind_a_proxy_that_blocks_websocket() {
         "{reason:?}"
     );
 }
+
+#[tokio::test]
+async fn a_panicking_auth_callback_fails_the_connection_cleanly() {
+    let server = FerrioServer::start(test_io()).await;
+    let client = Client::new(&server.url()).unwrap();
+    let socket = client
+        .socket("/")
+        .auth_with(|| async { panic!("no token today") })
+        .connect();
+    let reason = within("refused", socket.wait_connected()).await.unwrap_err();
+    assert!(
+        matches!(reason, DisconnectReason::ConnectError { .. }),
+        "{reason:?}"
+    );
+    // The client goes on working for other namespaces.
+    let admin = client.socket("/admin").connect();
+    connected(&admin).await;
+}
