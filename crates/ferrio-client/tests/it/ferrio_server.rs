@@ -493,7 +493,7 @@ async fn a_panicking_auth_callback_fails_the_connection_cleanly() {
     let client = Client::new(&server.url()).unwrap();
     let socket = client
         .socket("/")
-        .auth_with(|| async { panic!("no token today") })
+        .auth_with(|| async { panic!("deliberate panic: an auth callback that fails") })
         .connect();
     let reason = within("refused", socket.wait_connected()).await.unwrap_err();
     assert!(
