@@ -269,6 +269,13 @@ impl RedisAdapterFactory {
         self.link.is_healthy()
     }
 
+    /// Whether every channel this node's adapters want (namespaces, and rooms in sharded
+    /// mode) is subscribed right now. A room's first local member is reachable from other
+    /// nodes once this holds again.
+    pub fn is_subscribed(&self) -> bool {
+        self.link.is_synced()
+    }
+
     /// The mode the node speaks.
     pub fn mode(&self) -> Mode {
         self.options.mode

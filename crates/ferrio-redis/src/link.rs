@@ -292,6 +292,9 @@ struct Shared {
     commands: Commands,
     routes: RwLock<Routes>,
     routes_changed: Notify,
+    /// Bumped on every routing change; `synced_gen` is the change the subscriber caught up with.
+    routes_gen: AtomicU64,
+    synced_gen: AtomicU64,
     publisher_up: AtomicBool,
     subscriber_up: AtomicBool,
     queued_bytes: AtomicUsize,
@@ -489,6 +492,8 @@ impl Link {
             commands,
             routes: RwLock::new(Routes::default()),
             routes_changed: Notify::new(),
+            routes_gen: AtomicU64::new(0),
+            synced_gen: AtomicU64::new(u64::MAX),
             publisher_up: AtomicBool::new(true),
             subscriber_up: AtomicBool::new(false),
             queued_bytes: AtomicUsize::new(0),
@@ -571,20 +576,28 @@ impl Link {
         route: RouteKind,
         target: Weak<dyn Inbound>,
     ) {
-        self.shared
-            .routes
-            .write()
-            .table(kind)
-            .insert(channel, Route { kind: route, target });
+        let mut routes = self.shared.routes.write();
+        routes.table(kind).insert(channel, Route { kind: route, target });
+        self.shared.routes_gen.fetch_add(1, Ordering::AcqRel);
+        drop(routes);
         self.shared.routes_changed.notify_one();
     }
 
     /// Stops routing `channel` and unsubscribes from it.
     pub(crate) fn unsubscribe(&self, kind: SubKind, channel: &str) {
-        let removed = self.shared.routes.write().table(kind).remove(channel).is_some();
-        if removed {
+        let mut routes = self.shared.routes.write();
+        if routes.table(kind).remove(channel).is_some() {
+            self.shared.routes_gen.fetch_add(1, Ordering::AcqRel);
+            drop(routes);
             self.shared.routes_changed.notify_one();
         }
+    }
+
+    /// Whether the subscriber is up and subscribed to every channel wanted so far.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.shared.subscriber_up.load(Ordering::Acquire)
+            && self.shared.synced_gen.load(Ordering::Acquire)
+                == self.shared.routes_gen.load(Ordering::Acquire)
     }
 
     /// Whether both connections work.
@@ -814,7 +827,10 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         first = false;
         let mut subscribed: HashSet<(SubKind, String)> = HashSet::new();
         'session: loop {
-            let wanted = shared.routes.read().wanted();
+            let (wanted, generation) = {
+                let routes = shared.routes.read();
+                (routes.wanted(), shared.routes_gen.load(Ordering::Acquire))
+            };
             let adds: Vec<_> = wanted.difference(&subscribed).cloned().collect();
             let removes: Vec<_> = subscribed.difference(&wanted).cloned().collect();
             for (kind, channel) in adds {
@@ -836,6 +852,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     _ => break 'session,
                 }
             }
+            shared.synced_gen.store(generation, Ordering::Release);
             shared.subscriber_up.store(true, Ordering::Release);
             backoff.reset();
             tokio::select! {

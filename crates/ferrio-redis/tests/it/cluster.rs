@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use crate::support::{Client, Node, Redis, WAIT, eventually, node, within};
+use crate::support::{Client, Node, Redis, WAIT, eventually, node, settle, within};
 
 /// The namespace of every test node: room events, and server events recorded.
 fn declare(heard: Arc<Mutex<Vec<Value>>>) -> impl FnOnce(NamespaceBuilder) -> NamespaceBuilder {
@@ -110,8 +110,7 @@ async fn room_broadcasts_reach_each_member_once(mode: Mode) {
     }
     b2.join("other").await;
     b.join("vip").await;
-    // Room subscriptions (sharded) are in place once the nodes report healthy again.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&c.nodes).await;
     let ns0 = c.nodes[0].io.of("/").expect("ns");
     for i in 0..5 {
         ns0.to("r").emit("m", json!(i)).expect("emit");
@@ -150,7 +149,7 @@ async fn broadcast_acks_come_from_every_node(mode: Mode) {
         client.join("r").await;
         clients.push(client);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&c.nodes).await;
     let ns = c.nodes[0].io.of("/").expect("ns");
     let op = ns.to("r").timeout(Duration::from_secs(3));
     let pending = tokio::spawn(async move { op.emit_with_ack("question", json!("?")).await });
@@ -214,7 +213,7 @@ async fn fetch_join_leave_disconnect_cross_nodes(mode: Mode) {
             .is_some_and(|s| s.rooms().iter().any(|r| r.as_ref() == "new"))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&c.nodes).await;
     ns0.to("new").emit("in-new", ()).expect("emit");
     a.expect("in-new").await;
     b.expect("in-new").await;
@@ -290,7 +289,7 @@ async fn rust_emitter_drives_the_cluster(mode: Mode) {
     a.join("r").await;
     b.join("r").await;
     b.join("x").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&c.nodes).await;
     let emitter = Emitter::builder(c._redis.url())
         .mode(mode)
         .connect()

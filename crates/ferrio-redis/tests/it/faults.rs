@@ -14,7 +14,7 @@ use ferrio_redis::{Mode, RedisAdapter};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::support::{Client, Node, Redis, WAIT, eventually, have_redis, node, serve};
+use crate::support::{Client, Node, Redis, WAIT, eventually, have_redis, node, serve, settle};
 
 /// Broadcasts `tick(n)` to room `r` every `every` until stopped; returns how many it sent
 /// and the longest a single broadcast call took.
@@ -79,7 +79,7 @@ async fn restart_during_broadcast(mode: Mode) {
     let mut remote = Client::connect(b.addr).await;
     local.join("r").await;
     remote.join("r").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&[&a, &b]).await;
 
     let total = Arc::new(AtomicU64::new(0));
     let local_rx = tokio::spawn(collect(local, total.clone()));
@@ -150,7 +150,7 @@ async fn restart_during_broadcast(mode: Mode) {
     let mut c1 = Client::connect(a.addr).await;
     let mut c2 = Client::connect(b.addr).await;
     c1.join("after").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&[&a, &b]).await;
     let (ok, _) = c2
         .call(
             "publish",

@@ -51,7 +51,7 @@ async fn nodes_share_a_redis_cluster() {
             ca.join(room).await;
             cb.join(room).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::support::settle(&[&a, &b]).await;
         for room in rooms {
             ns_a.to(room).emit("m", json!(room)).expect("emit");
             assert_eq!(ca.expect("m").await, vec![json!(room)], "{mode:?}");

@@ -272,8 +272,20 @@ pub async fn node(url: &str, mode: Mode, declare: impl FnOnce(NamespaceBuilder) 
         .build();
     let node = serve(io, redis).await;
     // Every subscription is in place before the test uses the node.
-    eventually("node subscribed", WAIT, || node.redis.is_healthy()).await;
+    eventually("node subscribed", WAIT, || {
+        node.redis.is_healthy() && node.redis.is_subscribed()
+    })
+    .await;
     node
+}
+
+/// Waits until every node has subscribed to every channel it wants (room channels in
+/// sharded mode are subscribed when a room gets its first local member).
+pub async fn settle<N: std::borrow::Borrow<Node>>(nodes: &[N]) {
+    eventually("nodes subscribed", WAIT, || {
+        nodes.iter().all(|n| n.borrow().redis.is_subscribed())
+    })
+    .await;
 }
 
 // ------------------------------------------------------------------------------------------
