@@ -47,8 +47,140 @@ pub enum Cors {
     Off,
     /// `Access-Control-Allow-Origin: *` (credentials cannot be combined with it).
     Any,
-    /// Echo the request's Origin when it is in this list.
+    /// Echo the request's Origin when it matches an entry of this list (exact origins and
+    /// patterns, see [`origin_matches`]).
     Origins { allowed: Vec<String>, credentials: bool },
+}
+
+impl Cors {
+    /// Whether a page from `origin` (a request's `Origin` header) may read responses.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Cors::Off => false,
+            Cors::Any => true,
+            Cors::Origins { allowed, .. } => allowed.iter().any(|p| origin_matches(p, origin)),
+        }
+    }
+}
+
+/// Whether a request's `Origin` matches one entry of an allowlist:
+///
+/// * `https://app.example.com`: that origin exactly (scheme, host and port),
+/// * `https://*.example.com`: any subdomain of `example.com` (not `example.com` itself), on the
+///   scheme's default port,
+/// * `http://localhost:*`: any port (or none),
+/// * `*`: any origin.
+///
+/// Scheme and host compare case-insensitively. `null`, and anything that is not
+/// `scheme://host[:port]`, never matches.
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let Some(o) = OriginParts::parse(origin, false) else {
+        return false;
+    };
+    if pattern == "*" {
+        return true;
+    }
+    let Some(p) = OriginParts::parse(pattern, true) else {
+        return false;
+    };
+    if !p.scheme.eq_ignore_ascii_case(o.scheme) {
+        return false;
+    }
+    let host_ok = match p.host.strip_prefix('*') {
+        Some(suffix) => {
+            // `suffix` starts with '.': the origin needs at least one label in front of it.
+            o.host.len() > suffix.len()
+                && o.host.is_char_boundary(o.host.len() - suffix.len())
+                && o.host[o.host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && !o.host.starts_with('.')
+                && !o.host[..o.host.len() - suffix.len()].contains("..")
+        }
+        None => p.host.eq_ignore_ascii_case(o.host),
+    };
+    let port_ok = match (p.port, o.port) {
+        (Some(Port::Any), _) => true,
+        (None, None) => true,
+        (Some(Port::Number(a)), Some(Port::Number(b))) => a == b,
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+/// Checks an allowlist entry: `*`, or `scheme://host[:port]` where the host may start with
+/// `*.` and the port may be `*`.
+pub fn is_origin_pattern(pattern: &str) -> bool {
+    pattern == "*" || OriginParts::parse(pattern, true).is_some()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Number(u16),
+    Any,
+}
+
+struct OriginParts<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    port: Option<Port>,
+}
+
+impl<'a> OriginParts<'a> {
+    fn parse(s: &'a str, pattern: bool) -> Option<Self> {
+        let (scheme, rest) = s.split_once("://")?;
+        let scheme_ok = scheme.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
+        if !scheme_ok {
+            return None;
+        }
+        let (host, port) = if rest.starts_with('[') {
+            let end = rest.find(']')?;
+            let (host, after) = rest.split_at(end + 1);
+            let inner = &host[1..host.len() - 1];
+            if inner.is_empty()
+                || !inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return None;
+            }
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':')?)),
+            }
+        } else {
+            let (host, port) = match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            let body = if pattern {
+                host.strip_prefix("*.").unwrap_or(host)
+            } else {
+                host
+            };
+            let labels_ok = !body.is_empty()
+                && body.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !labels_ok {
+                return None;
+            }
+            (host, port)
+        };
+        let port = match port {
+            None => None,
+            Some("*") if pattern => Some(Port::Any),
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(Port::Number(p.parse().ok()?))
+            }
+            Some(_) => return None,
+        };
+        Some(Self { scheme, host, port })
+    }
 }
 
 /// What [`Config::allow_request`] sees of a handshake request.

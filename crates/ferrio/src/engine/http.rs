@@ -400,10 +400,18 @@ fn cors_headers<B>(cors: &Cors, req: &Request<B>) -> Option<http::HeaderMap> {
         Cors::Any => {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         }
-        Cors::Origins { allowed, credentials } => {
+        Cors::Origins { credentials, .. } => {
             let origin = req.headers().get(header::ORIGIN)?;
-            let ok = origin.to_str().is_ok_and(|o| allowed.iter().any(|a| a == o));
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            let ok = origin.to_str().is_ok_and(|o| cors.allows(o));
+            // A preflight's answer also depends on the headers it asked for (as the reference).
+            let vary = if req.method() == Method::OPTIONS
+                && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            {
+                "Origin, Access-Control-Request-Headers"
+            } else {
+                "Origin"
+            };
+            h.insert(header::VARY, HeaderValue::from_static(vary));
             if !ok {
                 return Some(h);
             }
