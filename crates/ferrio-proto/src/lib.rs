@@ -10,5 +10,6 @@ pub mod engine;
 pub mod error;
 pub mod session;
 pub mod socket;
+pub mod ws;
 
 pub use error::ProtocolError;

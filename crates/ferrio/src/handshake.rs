@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 /// The HTTP request that opened an Engine.IO session (`socket.handshake` in the reference).
 #[derive(Debug, Clone)]
@@ -24,6 +24,19 @@ pub struct Handshake {
     pub issued: u64,
 }
 
+/// A copy of `headers` that owns its bytes. hyper parses headers as slices of its
+/// connection read buffer (8 KB and more); a plain clone would keep that whole buffer alive
+/// for as long as the connection lasts.
+fn detached_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        out.append(name, value);
+    }
+    out
+}
+
 impl Handshake {
     pub(crate) fn from_request<B>(req: &Request<B>, query: &str) -> Self {
         let issued = SystemTime::now()
@@ -31,7 +44,7 @@ impl Handshake {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         Self {
-            headers: req.headers().clone(),
+            headers: detached_headers(req.headers()),
             query: query.to_owned(),
             url: req
                 .uri()

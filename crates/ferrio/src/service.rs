@@ -14,8 +14,8 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio_util::task::TaskTracker;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tower::{Layer, Service};
 
 use crate::Io;
@@ -223,7 +223,9 @@ where
         };
         let _ = stream.set_nodelay(true);
         let svc = with_remote_addr(service.clone(), peer);
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
         let mut stopped = stopped.clone();
         connections.spawn(async move {
             tokio::pin!(conn);

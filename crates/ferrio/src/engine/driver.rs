@@ -13,21 +13,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrio_proto::engine::{self as eio, Data, PayloadEncoder};
 use ferrio_proto::session::{Heartbeat, HeartbeatAction, TransportState};
-use futures_util::{Sink, Stream};
+use ferrio_proto::ws::{Message, Opcode};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::connection::{CloseReason, Connection, Control, Frame, PollReply, PostReply, TransportKind};
-use super::{Engine, SessionFactory, SessionHandler, WsStream};
+use super::ws::{Messages, ReadEnd, WsConn};
+use super::{Engine, SessionFactory, SessionHandler};
 
-/// Messages read from one WebSocket before the driver looks at its other duties again.
-const READ_BUDGET: usize = 64;
-/// Frames handed to the WebSocket before it is flushed (bounded so one busy connection does
-/// not starve its own reads).
-const WRITE_BUDGET: usize = 256;
+/// Reads from one WebSocket before the driver looks at its other duties again.
+const READ_BUDGET: usize = 16;
+/// Bytes encoded into a WebSocket's output buffer before it must drain (so the bound on a
+/// connection's outgoing data stays the outbox's, not this buffer's).
+const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Passes over all duties in one poll before yielding to other tasks.
 const MAX_ROUNDS: usize = 16;
 /// How long a closing polling session waits for the poll that carries the close packet.
@@ -35,6 +33,8 @@ const POLL_CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// How long a graceful WebSocket close may take to flush.
 const WS_CLOSE_GRACE: Duration = Duration::from_secs(3);
 
+// Most sessions live on the WebSocket variant; boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     Polling {
         parked: Option<oneshot::Sender<PollReply>>,
@@ -43,12 +43,54 @@ enum Transport {
 }
 
 struct WsSide {
-    ws: Box<WsStream>,
-    /// Frames taken from the outbox, not yet handed to the WebSocket.
+    ws: WsConn,
+    /// Frames taken from the outbox, not yet encoded into the WebSocket's output buffer.
     pending: VecDeque<Frame>,
-    needs_flush: bool,
-    /// The close frame to send when the session ends (1009 after an oversize message).
-    close_frame: Option<CloseFrame>,
+    /// The close frame to send when the session ends: `Some(None)` is a close frame without
+    /// a status code (what the reference sends), `Some(Some(1009))` one with a code.
+    close: Option<Option<u16>>,
+}
+
+impl WsSide {
+    fn new(ws: WsConn) -> Self {
+        Self {
+            ws,
+            pending: VecDeque::new(),
+            close: None,
+        }
+    }
+
+    /// Encodes pending frames into the output buffer (up to the high-water mark) and writes.
+    /// Ready(Ok) once everything pending is out.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            while self.ws.buffered() < WRITE_HIGH_WATER {
+                let Some(frame) = self.pending.pop_front() else {
+                    break;
+                };
+                match &frame {
+                    Frame::Text(t) => self.ws.queue(Opcode::Text, t.as_bytes()),
+                    Frame::Binary(b) => self.ws.queue(Opcode::Binary, b),
+                }
+            }
+            ready!(self.ws.poll_flush(cx))?;
+            if self.pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.ws.buffered() == 0
+    }
+
+    /// Gives back the memory an idle connection does not need.
+    fn release_idle(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
+        self.ws.release_idle();
+    }
 }
 
 enum Phase {
@@ -90,14 +132,9 @@ impl<F: SessionFactory> Driver<F> {
         engine: Arc<Engine<F>>,
         conn: Arc<Connection>,
         handler: F::Handler,
-        ws: WsStream,
+        ws: WsConn,
     ) -> Self {
-        let side = WsSide {
-            ws: Box::new(ws),
-            pending: VecDeque::new(),
-            needs_flush: false,
-            close_frame: None,
-        };
+        let side = WsSide::new(ws);
         Self::new(
             engine,
             conn,
@@ -264,16 +301,11 @@ impl<F: SessionFactory> Driver<F> {
         Ok(())
     }
 
-    fn on_websocket(&mut self, ws: WsStream) {
+    fn on_websocket(&mut self, ws: WsConn) {
         match self.state.on_websocket_opened(Instant::now().into_std()) {
             Ok(next) if matches!(self.transport, Transport::Polling { .. }) => {
                 self.state = next;
-                self.probe = Some(WsSide {
-                    ws: Box::new(ws),
-                    pending: VecDeque::new(),
-                    needs_flush: false,
-                    close_frame: None,
-                });
+                self.probe = Some(WsSide::new(ws));
             }
             // A second WebSocket for this session: closed at once, as the reference does.
             _ => drop(ws),
@@ -312,62 +344,101 @@ impl<F: SessionFactory> Driver<F> {
     }
 
     /// Drives the probing WebSocket through `2probe` / `3probe` / `5`.
-    fn poll_probe(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_probe(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
         let Some(probe) = self.probe.as_mut() else {
-            return false;
+            return Ok(false);
         };
         let mut progressed = false;
-        if probe.needs_flush || !probe.pending.is_empty() {
+        if !probe.is_idle() {
             match probe.poll_write(cx) {
                 Poll::Ready(Err(_)) => {
                     self.abort_probe();
-                    return true;
+                    return Ok(true);
                 }
                 Poll::Ready(Ok(())) => progressed = true,
                 Poll::Pending => {}
             }
         }
         let Some(probe) = self.probe.as_mut() else {
-            return progressed;
+            return Ok(progressed);
         };
-        let msg = match Pin::new(&mut probe.ws).poll_next(cx) {
-            Poll::Pending => return progressed,
-            Poll::Ready(Some(Ok(msg))) => msg,
-            Poll::Ready(_) => {
+        let mut msgs = Messages::new();
+        match probe.ws.poll_read(cx, &mut msgs) {
+            Poll::Pending => return Ok(progressed),
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => {
                 self.abort_probe();
-                return true;
+                return Ok(true);
             }
-        };
-        match msg {
-            Message::Text(t) if t.as_str() == "2probe" => match self.state.on_probe() {
-                Ok(next) => {
-                    self.state = next;
-                    probe.pending.push_back(Frame::text("3probe"));
-                    // The parked poll is released with a noop on the next pass.
-                    self.conn.wake_self();
-                }
-                Err(_) => self.abort_probe(),
-            },
-            Message::Text(t) if t.as_str() == "5" => match self.state.on_upgrade() {
-                Ok(next) => {
-                    self.state = next;
-                    if let Some(probe) = self.probe.take() {
-                        if let Transport::Polling { parked } = &mut self.transport
-                            && let Some(reply) = parked.take()
-                        {
-                            let _ = reply.send(PollReply::Payload(b"6".to_vec()));
-                        }
-                        self.transport = Transport::WebSocket(probe);
-                        self.conn.set_transport(TransportKind::WebSocket);
-                    }
-                }
-                Err(_) => self.abort_probe(),
-            },
-            Message::Ping(_) | Message::Pong(_) => {}
-            // Anything else during the probe aborts the upgrade.
-            _ => self.abort_probe(),
         }
-        true
+        let mut msgs = msgs.into_iter();
+        while let Some(msg) = msgs.next() {
+            let Some(probe) = self.probe.as_mut() else { break };
+            match msg {
+                Message::Text(t) if &t[..] == b"2probe" => match self.state.on_probe() {
+                    Ok(next) => {
+                        self.state = next;
+                        probe.pending.push_back(Frame::text("3probe"));
+                        // The parked poll is released with a noop on the next pass.
+                        self.conn.wake_self();
+                    }
+                    Err(_) => self.abort_probe(),
+                },
+                Message::Text(t) if &t[..] == b"5" => match self.state.on_upgrade() {
+                    Ok(next) => {
+                        self.state = next;
+                        if let Some(probe) = self.probe.take() {
+                            if let Transport::Polling { parked } = &mut self.transport
+                                && let Some(reply) = parked.take()
+                            {
+                                let _ = reply.send(PollReply::Payload(b"6".to_vec()));
+                            }
+                            self.transport = Transport::WebSocket(probe);
+                            self.conn.set_transport(TransportKind::WebSocket);
+                        }
+                        // Whatever followed `5` in the same read is ordinary traffic.
+                        for msg in msgs.by_ref() {
+                            self.on_ws_message(msg)?;
+                        }
+                    }
+                    Err(_) => self.abort_probe(),
+                },
+                Message::Ping(p) => probe.ws.queue(Opcode::Pong, &p),
+                Message::Pong(_) => {}
+                // Anything else during the probe aborts the upgrade.
+                _ => self.abort_probe(),
+            }
+        }
+        Ok(true)
+    }
+
+    /// One message on the session's WebSocket.
+    fn on_ws_message(&mut self, msg: Message) -> Result<(), CloseReason> {
+        match msg {
+            Message::Text(bytes) => {
+                // The frame reader validated UTF-8 already.
+                let text = std::str::from_utf8(&bytes).map_err(|_| CloseReason::ParseError)?;
+                let packet = eio::decode_text(text).map_err(|_| CloseReason::ParseError)?;
+                self.on_packet(packet)
+            }
+            Message::Binary(bytes) => self
+                .handler
+                .on_message(&self.conn, Data::Binary(std::borrow::Cow::Borrowed(&bytes))),
+            Message::Ping(payload) => {
+                if let Transport::WebSocket(side) = &mut self.transport {
+                    side.ws.queue(Opcode::Pong, &payload);
+                }
+                Ok(())
+            }
+            Message::Pong(_) => Ok(()),
+            Message::Close(code) => {
+                // Answer the close handshake with the peer's own code.
+                if let Transport::WebSocket(side) = &mut self.transport {
+                    side.close = Some(code);
+                }
+                Err(CloseReason::TransportClose)
+            }
+        }
     }
 
     /// Reads what the WebSocket has, within the budget.
@@ -377,36 +448,22 @@ impl<F: SessionFactory> Driver<F> {
             let Transport::WebSocket(side) = &mut self.transport else {
                 return Ok(progressed);
             };
-            let msg = match Pin::new(&mut side.ws).poll_next(cx) {
+            let mut msgs = Messages::new();
+            match side.ws.poll_read(cx, &mut msgs) {
                 Poll::Pending => return Ok(progressed),
-                Poll::Ready(None) => return Err(CloseReason::TransportClose),
-                Poll::Ready(Some(Err(e))) => {
-                    if let tungstenite::Error::Capacity(_) = e {
-                        // Like the reference (`ws` maxPayload): tell the peer why.
-                        side.close_frame = Some(CloseFrame {
-                            code: CloseCode::Size,
-                            reason: "".into(),
-                        });
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(end)) => {
+                    if let ReadEnd::Protocol(e) = &end {
+                        // Like the reference's `ws`: tell the peer why (1009 for a message
+                        // over max_payload).
+                        side.close = Some(Some(e.close_code()));
                     }
-                    return Err(ws_error_reason(&e));
+                    return Err(read_end_reason(&end));
                 }
-                Poll::Ready(Some(Ok(msg))) => msg,
-            };
+            }
             progressed = true;
-            match msg {
-                Message::Text(text) => {
-                    let packet = eio::decode_text(text.as_str()).map_err(|_| CloseReason::ParseError)?;
-                    self.on_packet(packet)?;
-                }
-                Message::Binary(bytes) => {
-                    self.handler
-                        .on_message(&self.conn, Data::Binary(std::borrow::Cow::Borrowed(&bytes)))?;
-                }
-                Message::Close(_) => return Err(CloseReason::TransportClose),
-                // tungstenite answers pings itself; the answer goes out with the next flush.
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                    side.needs_flush = true;
-                }
+            for msg in msgs {
+                self.on_ws_message(msg)?;
             }
         }
         // Budget spent: come back after the other duties.
@@ -414,7 +471,7 @@ impl<F: SessionFactory> Driver<F> {
         Ok(progressed)
     }
 
-    /// Moves queued frames to the WebSocket and flushes, without blocking on a slow peer.
+    /// Moves queued frames to the WebSocket and writes, without blocking on a slow peer.
     fn poll_ws_write(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
         let Transport::WebSocket(side) = &mut self.transport else {
             return Ok(false);
@@ -422,12 +479,12 @@ impl<F: SessionFactory> Driver<F> {
         if side.pending.is_empty() {
             self.conn.take_frames(&mut side.pending);
         }
-        if side.pending.is_empty() && !side.needs_flush {
+        if side.is_idle() {
             return Ok(false);
         }
         match side.poll_write(cx) {
             Poll::Ready(Ok(())) => Ok(true),
-            Poll::Ready(Err(e)) => Err(ws_error_reason(&e)),
+            Poll::Ready(Err(e)) => Err(io_error_reason(&e)),
             Poll::Pending => Ok(false),
         }
     }
@@ -435,7 +492,7 @@ impl<F: SessionFactory> Driver<F> {
     fn idle_writable(&self) -> bool {
         match &self.transport {
             Transport::Polling { parked } => parked.is_some(),
-            Transport::WebSocket(side) => side.pending.is_empty() && !side.needs_flush,
+            Transport::WebSocket(side) => side.is_idle(),
         }
     }
 
@@ -457,7 +514,7 @@ impl<F: SessionFactory> Driver<F> {
                 cx.waker().wake_by_ref();
                 return Ok(());
             }
-            progressed |= self.poll_probe(cx);
+            progressed |= self.poll_probe(cx)?;
             // Deadlines first: a session past its ping timeout must not be served one more poll.
             if self.poll_timer(cx)? {
                 progressed = true;
@@ -466,6 +523,9 @@ impl<F: SessionFactory> Driver<F> {
             progressed |= self.poll_ws_write(cx)?;
             progressed |= self.serve_parked_poll(cx)?;
             if !progressed {
+                if let Transport::WebSocket(side) = &mut self.transport {
+                    side.release_idle();
+                }
                 self.conn.set_writable(self.idle_writable());
                 // A writer may have queued between our last look and the flag: look again.
                 if self.conn.has_frames() || self.conn.has_controls() || self.conn.close_requested().is_some()
@@ -548,8 +608,11 @@ impl<F: SessionFactory> Driver<F> {
             Transport::WebSocket(side) => {
                 let deadline = if graceful {
                     self.conn.take_frames(&mut side.pending);
+                    side.close.get_or_insert(None);
                     Instant::now() + WS_CLOSE_GRACE
-                } else if side.close_frame.is_some() {
+                } else if side.close.is_some() {
+                    // Only the close frame (a protocol error's code, or the answer to the
+                    // peer's close) still goes out.
                     side.pending.clear();
                     Instant::now() + WS_CLOSE_GRACE
                 } else {
@@ -601,20 +664,14 @@ impl<F: SessionFactory> Driver<F> {
                 if ready!(side.poll_write(cx)).is_err() {
                     return Poll::Ready(());
                 }
-                if let Some(frame) = side.close_frame.take() {
-                    if Pin::new(&mut side.ws)
-                        .start_send(Message::Close(Some(frame)))
-                        .is_err()
-                    {
-                        return Poll::Ready(());
-                    }
-                    side.needs_flush = true;
-                    if ready!(side.poll_write(cx)).is_err() {
+                if let Some(code) = side.close.take() {
+                    side.ws.queue_close(code);
+                    if ready!(side.ws.poll_flush(cx)).is_err() {
                         return Poll::Ready(());
                     }
                 }
-                // A close frame, then the TCP connection goes with the stream.
-                let _ = ready!(Pin::new(&mut side.ws).poll_close(cx));
+                // Then the TCP connection ends with the stream.
+                let _ = ready!(side.ws.poll_shutdown(cx));
                 Poll::Ready(())
             }
         }
@@ -665,54 +722,23 @@ impl<F: SessionFactory> Future for Driver<F> {
     }
 }
 
-impl WsSide {
-    /// Hands pending frames to the WebSocket and flushes. Ready(Ok) when everything is out.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
-        let mut sent = 0;
-        while !self.pending.is_empty() && sent < WRITE_BUDGET {
-            ready!(Pin::new(&mut self.ws).poll_ready(cx))?;
-            let Some(frame) = self.pending.pop_front() else {
-                break;
-            };
-            let msg = match frame {
-                Frame::Text(t) => Message::Text(t),
-                Frame::Binary(b) => Message::Binary(b),
-            };
-            Pin::new(&mut self.ws).start_send(msg)?;
-            self.needs_flush = true;
-            sent += 1;
-        }
-        if self.needs_flush {
-            ready!(Pin::new(&mut self.ws).poll_flush(cx))?;
-            self.needs_flush = false;
-        }
-        if !self.pending.is_empty() {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(Ok(()))
+/// The reference reports a peer that went away (with or without a close frame) as a
+/// transport close; only a broken stream is a transport error.
+fn read_end_reason(end: &ReadEnd) -> CloseReason {
+    match end {
+        ReadEnd::Eof => CloseReason::TransportClose,
+        ReadEnd::Io(e) => io_error_reason(e),
+        ReadEnd::Protocol(_) => CloseReason::TransportError,
     }
 }
 
-/// The reference reports a peer that went away (with or without a close frame) as a
-/// transport close; only a broken stream is a transport error.
-fn ws_error_reason(e: &tungstenite::Error) -> CloseReason {
+fn io_error_reason(e: &std::io::Error) -> CloseReason {
     use std::io::ErrorKind;
-    use tungstenite::error::ProtocolError;
-    match e {
-        tungstenite::Error::ConnectionClosed
-        | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            CloseReason::TransportClose
-        }
-        tungstenite::Error::Io(io)
-            if matches!(
-                io.kind(),
-                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
-            ) =>
-        {
-            CloseReason::TransportClose
-        }
+    match e.kind() {
+        ErrorKind::ConnectionReset
+        | ErrorKind::BrokenPipe
+        | ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionAborted => CloseReason::TransportClose,
         _ => CloseReason::TransportError,
     }
 }

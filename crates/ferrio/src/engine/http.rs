@@ -9,9 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::connection::{Connection, Control, Frame, PollReply, PostReply, TransportKind};
 use super::driver::Driver;
@@ -325,12 +323,7 @@ fn upgrade_to_websocket<F, B>(
             return;
         };
         let (io, pre_read) = super::ws_io::WsIo::from_upgraded(upgraded);
-        let config = Some(ws_config(max_payload));
-        let ws = if pre_read.is_empty() {
-            WebSocketStream::from_raw_socket(io, Role::Server, config).await
-        } else {
-            WebSocketStream::from_partially_read(io, pre_read, Role::Server, config).await
-        };
+        let ws = super::ws::WsConn::new(io, pre_read, max_payload);
         on_open(ws);
     });
     Response::builder()
@@ -340,17 +333,6 @@ fn upgrade_to_websocket<F, B>(
         .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
         .body(ResponseBody::default())
         .unwrap_or_default()
-}
-
-/// Small buffers keep idle connections cheap; messages over `max_payload` are refused from
-/// the frame header, before their body is buffered.
-fn ws_config(max_payload: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(max_payload))
-        .max_frame_size(Some(max_payload))
 }
 
 fn text_response(body: Vec<u8>) -> Response<ResponseBody> {

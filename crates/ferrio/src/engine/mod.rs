@@ -5,6 +5,7 @@
 mod connection;
 mod driver;
 mod http;
+mod ws;
 mod ws_io;
 
 use std::collections::HashMap;
@@ -22,8 +23,8 @@ pub use http::{RemoteAddr, ResponseBody};
 
 use crate::{Config, Sid};
 
-/// The WebSocket stream type ferrio drives.
-pub(crate) type WsStream = tokio_tungstenite::WebSocketStream<ws_io::WsIo>;
+/// The WebSocket connection type ferrio drives.
+pub(crate) type WsStream = ws::WsConn;
 
 /// What a session's owner sees of one Engine.IO message.
 pub use ferrio_proto::engine::Data;

@@ -26,7 +26,10 @@ impl WsIo {
     pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, Vec<u8>) {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => (WsIo::Tcp(parts.io.into_inner()), parts.read_buf.to_vec()),
-            Err(upgraded) => (WsIo::Upgraded(TokioIo::new(upgraded)), Vec::new()),
+            Err(upgraded) => {
+                tracing::debug!("upgraded stream is not a bare TCP stream; reading through hyper");
+                (WsIo::Upgraded(TokioIo::new(upgraded)), Vec::new())
+            }
         }
     }
 }
