@@ -162,6 +162,13 @@ pub trait Adapter: Send + Sync + 'static {
     /// This node's index.
     fn local(&self) -> &LocalAdapter;
 
+    /// A local socket connected (it is in the local index, in its own room). Cluster
+    /// adapters that subscribe per socket-id room start here.
+    fn on_socket_added(&self, _sid: Sid) {}
+
+    /// A local socket left (already gone from the local index).
+    fn on_socket_removed(&self, _sid: Sid) {}
+
     /// Adds a socket to rooms.
     fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
         let _created = self.local().add_all(sid, rooms);
@@ -396,6 +403,11 @@ impl LocalAdapter {
     /// Whether a named room has a local member.
     pub fn has_room(&self, room: &str) -> bool {
         self.index.read().rooms.contains_key(room)
+    }
+
+    /// Whether a socket with this id is connected here.
+    pub fn has_socket(&self, sid: Sid) -> bool {
+        self.index.read().sockets.contains_key(&sid)
     }
 
     /// How many local sockets are connected.

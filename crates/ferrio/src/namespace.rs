@@ -304,7 +304,7 @@ impl Namespace {
     }
 
     /// Server-side ack ids come from one counter per namespace, as in the reference.
-    pub(crate) fn next_ack_id(&self) -> u64 {
+    pub fn next_ack_id(&self) -> u64 {
         self.0.next_ack_id.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -339,6 +339,7 @@ impl Namespace {
 
     pub(crate) fn register(&self, socket: &Socket) {
         self.0.adapter.local().add_socket(socket.clone());
+        self.0.adapter.on_socket_added(socket.id());
     }
 
     pub(crate) fn run_connect_handlers(&self, socket: &Socket) {

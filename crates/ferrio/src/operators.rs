@@ -109,11 +109,10 @@ impl BroadcastOperator {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let timeout = self.opts.flags.timeout.unwrap_or(self.ns.ack_timeout());
         let deadline = tokio::time::Instant::now() + timeout;
-        let expected = self
-            .ns
-            .adapter()
-            .broadcast_with_ack(&packet, &self.opts, tx)
-            .await?;
+        // The adapter needs the effective timeout to wait for other nodes' answers.
+        let mut opts = self.opts.clone();
+        opts.flags.timeout = Some(timeout);
+        let expected = self.ns.adapter().broadcast_with_ack(&packet, &opts, tx).await?;
         let mut acks = BroadcastAcks {
             responses: Vec::with_capacity(expected),
             expected,

@@ -422,6 +422,7 @@ impl Socket {
             return;
         }
         self.0.ns.adapter().del_all(self.id());
+        self.0.ns.adapter().on_socket_removed(self.id());
         // Dropping the senders wakes every waiter with "disconnected".
         drop(std::mem::take(&mut *self.0.acks.lock()));
         tracing::debug!(ns = %self.0.ns.name(), reason = reason.as_str(), "socket disconnected");
