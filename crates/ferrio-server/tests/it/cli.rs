@@ -187,3 +187,58 @@ async fn logs_never_show_tokens_or_session_ids() {
         assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
     }
 }
+
+/// The README's example: the annotated configuration plus a minted token.
+#[tokio::test]
+async fn the_example_configuration_works() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ferrio.example.toml");
+    let example = example.to_str().unwrap();
+    // It listens on every address: without a secret, that is refused.
+    let (ok, _, err) = run(&["check-config", "-c", example], &[]);
+    assert!(!ok);
+    assert!(err.contains("refusing to listen on 0.0.0.0:3000"), "{err}");
+    let env = [("FERRIO_AUTH__SECRET", SECRET)];
+    let (ok, out, err) = run(&["check-config", "-c", example], &env);
+    assert!(ok, "{err}");
+    assert!(out.contains("# authentication: on"), "{out}");
+
+    let (ok, token, err) = run(
+        &[
+            "token",
+            "-c",
+            example,
+            "--sub",
+            "alice",
+            "--rooms",
+            "chat:*",
+            "--publish",
+            "chat:*",
+        ],
+        &env,
+    );
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(example).unwrap();
+    let text = text
+        .replace("listen = \"0.0.0.0:3000\"", "")
+        .replace("shutdown_timeout = \"10s\"", "");
+    let server = Server::start_with(&text, &env).await;
+    let mut ws = ws_from(&server, 1, &[]).await.unwrap();
+    let answer = sio_connect(&mut ws, Some(json!({ "token": token.trim() }))).await;
+    assert!(answer.starts_with("40"), "{answer}");
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"421["join","chat:lobby"]"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_text(&mut ws).await.as_deref(), Some(r#"431[{"ok":true}]"#));
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"422["join","admin"]"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_text(&mut ws).await.as_deref(),
+        Some(r#"432[{"ok":false,"error":"forbidden"}]"#)
+    );
+}
