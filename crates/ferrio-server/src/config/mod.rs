@@ -197,26 +197,33 @@ impl Default for RoomSettings {
     }
 }
 
-/// Limits on connections, events and requests. A zero turns a limit off.
+/// Limits on connections, events and requests. A zero turns a limit off. The per-client
+/// limits left unset are off in development mode on a loopback address (every client is this
+/// machine) and take their defaults otherwise (see [`Settings::resolve`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LimitSettings {
     /// Connections this node holds at most.
     pub max_connections: usize,
-    /// Connections one client address holds at most.
-    pub max_connections_per_ip: usize,
-    /// New connections per second from one address (sustained)...
-    pub connection_rate_per_ip: u32,
-    /// ...and in a burst.
-    pub connection_burst_per_ip: u32,
+    /// Connections one client address holds at most (default 500).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
+    /// New connections per second from one address, sustained (default 50)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_rate_per_ip: Option<u32>,
+    /// ...and in a burst (default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_burst_per_ip: Option<u32>,
     /// Namespaces one connection may join.
     pub max_namespaces_per_connection: usize,
     /// Rooms one socket may be in (besides its own and its user room).
     pub max_rooms_per_socket: usize,
-    /// Events per second one socket may send (sustained)...
-    pub event_rate: u32,
-    /// ...and in a burst.
-    pub event_burst: u32,
+    /// Events per second one socket may send, sustained (default 100)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_rate: Option<u32>,
+    /// ...and in a burst (default 200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_burst: Option<u32>,
     /// Refused events within `event_strike_window` after which the connection is closed.
     pub event_strikes: u32,
     pub event_strike_window: Secs,
@@ -232,19 +239,34 @@ impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             max_connections: 100_000,
-            max_connections_per_ip: 500,
-            connection_rate_per_ip: 50,
-            connection_burst_per_ip: 100,
+            max_connections_per_ip: None,
+            connection_rate_per_ip: None,
+            connection_burst_per_ip: None,
             max_namespaces_per_connection: 8,
             max_rooms_per_socket: 100,
-            event_rate: 100,
-            event_burst: 200,
+            event_rate: None,
+            event_burst: None,
             event_strikes: 100,
             event_strike_window: Secs(Duration::from_secs(10)),
             handshake_timeout: Millis(Duration::from_secs(10)),
             max_header_bytes: 16 * 1024,
             trusted_proxies: List::default(),
         }
+    }
+}
+
+impl LimitSettings {
+    /// Fills the per-client limits left unset: off when `relaxed`, the defaults otherwise.
+    fn resolve(&mut self, relaxed: bool) {
+        let pick = |n: u32| if relaxed { 0 } else { n };
+        self.max_connections_per_ip
+            .get_or_insert(if relaxed { 0 } else { 500 });
+        // A rate set without its burst in development mode gets a burst of one second's worth.
+        let rate = *self.connection_rate_per_ip.get_or_insert(pick(50));
+        self.connection_burst_per_ip
+            .get_or_insert(if relaxed { rate } else { 100 });
+        let rate = *self.event_rate.get_or_insert(pick(100));
+        self.event_burst.get_or_insert(if relaxed { rate } else { 200 });
     }
 }
 
@@ -338,6 +360,7 @@ impl Settings {
         if self.origin.allow_missing.is_none() {
             self.origin.allow_missing = Some(dev);
         }
+        self.limits.resolve(dev && self.listen.ip().is_loopback());
         self.path = {
             let trimmed = self.path.trim_matches('/');
             if trimmed.is_empty() {
@@ -384,14 +407,14 @@ impl Settings {
         }
         for (rate, burst, rate_key, burst_key) in [
             (
-                self.limits.connection_rate_per_ip,
-                self.limits.connection_burst_per_ip,
+                self.limits.connection_rate_per_ip.unwrap_or(0),
+                self.limits.connection_burst_per_ip.unwrap_or(0),
                 "limits.connection_rate_per_ip",
                 "limits.connection_burst_per_ip",
             ),
             (
-                self.limits.event_rate,
-                self.limits.event_burst,
+                self.limits.event_rate.unwrap_or(0),
+                self.limits.event_burst.unwrap_or(0),
                 "limits.event_rate",
                 "limits.event_burst",
             ),
@@ -487,6 +510,7 @@ fn known_keys(section: Option<&str>) -> Vec<String> {
     full.auth.issuer = Some(String::new());
     full.origin.allowed = Some(List::default());
     full.origin.allow_missing = Some(false);
+    full.limits.resolve(false);
     let value = toml::Value::try_from(&full).unwrap_or(toml::Value::Table(Default::default()));
     let table = match section {
         None => value.as_table(),

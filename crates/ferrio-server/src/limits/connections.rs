@@ -102,13 +102,13 @@ impl std::fmt::Debug for ConnectionLimits {
 
 impl ConnectionLimits {
     pub fn new(settings: &LimitSettings, stats: Arc<Stats>) -> Self {
-        let rate = NonZeroU32::new(settings.connection_rate_per_ip).map(|per_second| {
-            let burst = NonZeroU32::new(settings.connection_burst_per_ip).unwrap_or(per_second);
+        let rate = NonZeroU32::new(settings.connection_rate_per_ip.unwrap_or(0)).map(|per_second| {
+            let burst = NonZeroU32::new(settings.connection_burst_per_ip.unwrap_or(0)).unwrap_or(per_second);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
         Self {
             max_total: settings.max_connections,
-            max_per_ip: settings.max_connections_per_ip,
+            max_per_ip: settings.max_connections_per_ip.unwrap_or(0),
             proxies: ProxyList::new(settings.trusted_proxies.iter()),
             rate,
             counts: Mutex::new(Counts::default()),

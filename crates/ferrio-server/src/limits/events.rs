@@ -32,8 +32,8 @@ pub struct EventQuota {
 impl EventQuota {
     /// `None` when the event rate is not limited.
     pub fn new(settings: &LimitSettings) -> Option<Self> {
-        let rate = NonZeroU32::new(settings.event_rate)?;
-        let burst = NonZeroU32::new(settings.event_burst).unwrap_or(rate);
+        let rate = NonZeroU32::new(settings.event_rate.unwrap_or(0))?;
+        let burst = NonZeroU32::new(settings.event_burst.unwrap_or(0)).unwrap_or(rate);
         Some(Self {
             quota: Quota::per_second(rate).allow_burst(burst),
             strikes: settings.event_strikes,

@@ -34,7 +34,7 @@ fn layers_override_in_order() {
     let s = load(Some(file.clone()), &[], vec![]).unwrap();
     assert_eq!(s.listen.port(), 1111);
     assert_eq!(s.ping_interval.0.as_millis(), 5000);
-    assert_eq!(s.limits.event_rate, 7);
+    assert_eq!(s.limits.event_rate, Some(7));
 
     let env = [
         ("FERRIO_LISTEN", "127.0.0.1:2222"),
@@ -52,7 +52,7 @@ fn layers_override_in_order() {
     let env = [env[0], env[1], env[2], env[3], env[5]];
     let s = load(Some(file.clone()), &env, vec![]).unwrap();
     assert_eq!(s.listen.port(), 2222);
-    assert_eq!(s.limits.event_rate, 8);
+    assert_eq!(s.limits.event_rate, Some(8));
     assert_eq!(s.limits.max_rooms_per_socket, 9, "the file's other keys stay");
     assert_eq!(
         s.ping_interval.0.as_millis(),
