@@ -61,6 +61,7 @@ function parseArgs(argv) {
         break;
       }
       case '--conformance': conformance = true; break;
+      case '--recovery': explicit.recovery = intArg(a, args.shift()); break;
       default: usage(`unknown argument ${a}`);
     }
   }
@@ -89,6 +90,9 @@ const engineOpts = {
 const io = new Server(httpServer, {
   ...engineOpts,
   connectTimeout: opts.connectTimeout,
+  ...(opts.recovery !== undefined
+    ? { connectionStateRecovery: { maxDisconnectionDuration: opts.recovery, skipMiddlewares: true } }
+    : {}),
   cors: { origin: '*' },
   destroyUpgrade: false,
 });

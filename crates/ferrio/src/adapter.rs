@@ -98,6 +98,11 @@ impl EncodedPacket {
         &self.packet
     }
 
+    /// Bytes the packet takes on the wire (all frames).
+    pub fn wire_len(&self) -> usize {
+        self.frames.iter().map(Frame::len).sum()
+    }
+
     pub(crate) fn frames(&self) -> &[Frame] {
         &self.frames
     }

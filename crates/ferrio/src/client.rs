@@ -20,8 +20,9 @@ use crate::adapter::EncodedPacket;
 use crate::engine::{CloseReason, Connection, Control, NamespaceConnect, SessionHandler};
 use crate::io::IoShared;
 use crate::namespace::ConnectRequest;
-use crate::socket::{Accepted, DisconnectReason};
-use crate::{AckSender, Event, Handshake, Namespace, Payload, Socket};
+use crate::recovery::Restored;
+use crate::socket::{Accepted, DisconnectReason, Identity};
+use crate::{AckSender, Event, Handshake, Namespace, Payload, Sid, Socket};
 
 enum Slot {
     /// The connect hook is running; any other packet for this namespace breaks the rules.
@@ -143,9 +144,16 @@ impl Client {
             let _ = conn.push(EncodedPacket::new(reply).frames(), false);
             return;
         };
+        // A client that had a session sends its private id and the offset of the last
+        // packet it got.
+        let restored = ns.recovery().and_then(|recovery| {
+            let pid = auth.get("pid")?.as_str()?;
+            let offset = auth.get("offset")?.as_str()?;
+            recovery.restore(pid, offset)
+        });
+        let skip_hook = restored.is_some() && ns.recovery().is_some_and(|r| r.config().skip_connect_hook);
         match ns.handlers().connect_hook.clone() {
-            None => self.finish_connect(conn, ns, auth, Accepted::default()),
-            Some(hook) => {
+            Some(hook) if !skip_hook => {
                 let nsp = ns.name_arc().clone();
                 self.nsps.push((nsp.clone(), Slot::Connecting));
                 let request = ConnectRequest {
@@ -168,14 +176,42 @@ impl Client {
                         nsp,
                         auth,
                         outcome,
+                        restored,
                     })));
                 });
             }
+            _ => self.finish_connect(conn, ns, auth, Accepted::default(), restored),
         }
     }
 
-    fn finish_connect(&mut self, conn: &Arc<Connection>, ns: Namespace, auth: Value, accepted: Accepted) {
-        let socket = Socket::new(ns.clone(), conn.clone(), self.handshake.clone(), auth, accepted);
+    fn finish_connect(
+        &mut self,
+        conn: &Arc<Connection>,
+        ns: Namespace,
+        auth: Value,
+        accepted: Accepted,
+        restored: Option<Restored>,
+    ) {
+        let identity = match &restored {
+            Some(r) => Identity {
+                sid: r.sid,
+                pid: Some(r.pid),
+                recovered: true,
+            },
+            None => Identity {
+                sid: Sid::random(),
+                pid: ns.recovery().map(|_| Sid::random()),
+                recovered: false,
+            },
+        };
+        let socket = Socket::new(
+            ns.clone(),
+            conn.clone(),
+            self.handshake.clone(),
+            auth,
+            accepted,
+            identity,
+        );
         ns.register(&socket);
         let nsp = ns.name_arc().clone();
         match self.slot(&nsp) {
@@ -183,12 +219,25 @@ impl Client {
             None => self.nsps.push((nsp, Slot::Connected(socket.clone()))),
         }
         self.connect_deadline = None;
-        let reply = Packet::connect(ns.name(), Some(json!({ "sid": socket.id().as_str() })));
+        if let Some(restored) = restored {
+            socket.set_data(restored.data);
+            ns.adapter()
+                .add_all(socket.id(), restored.rooms.into_iter().collect());
+            // As the reference does: the missed packets go out before the CONNECT answer.
+            for packet in &restored.missed {
+                let _ = conn.push(packet.frames(), false);
+            }
+        }
+        let answer = match socket.pid() {
+            Some(pid) => json!({ "sid": socket.id().as_str(), "pid": pid.as_str() }),
+            None => json!({ "sid": socket.id().as_str() }),
+        };
+        let reply = Packet::connect(ns.name(), Some(answer));
         if conn.push(EncodedPacket::new(reply).frames(), false).is_err() {
             socket.on_disconnect(DisconnectReason::Transport(CloseReason::TransportClose));
             return;
         }
-        tracing::debug!(ns = %ns.name(), "socket connected");
+        tracing::debug!(ns = %ns.name(), recovered = socket.recovered(), "socket connected");
         ns.run_connect_handlers(&socket);
     }
 }
@@ -226,7 +275,7 @@ impl SessionHandler for Client {
         match result.outcome {
             Ok(accepted) => {
                 if let Some(ns) = self.io.namespace_for(&result.nsp) {
-                    self.finish_connect(conn, ns, result.auth, accepted);
+                    self.finish_connect(conn, ns, result.auth, accepted, result.restored);
                 } else {
                     self.nsps.remove(i);
                 }

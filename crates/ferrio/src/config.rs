@@ -229,6 +229,8 @@ pub struct Config {
     /// Runs on every handshake (a request without a session id, on either transport) after
     /// the protocol checks; the reference's `allowRequest`.
     pub allow_request: Option<AllowRequest>,
+    /// Connection-state recovery (off by default, as in the reference).
+    pub recovery: Option<crate::RecoveryConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -248,6 +250,7 @@ impl std::fmt::Debug for Config {
             .field("ack_timeout", &self.ack_timeout)
             .field("cors", &self.cors)
             .field("allow_request", &self.allow_request.is_some())
+            .field("recovery", &self.recovery)
             .finish()
     }
 }
@@ -269,6 +272,7 @@ impl Default for Config {
             ack_timeout: Duration::from_secs(10),
             cors: Cors::Off,
             allow_request: None,
+            recovery: None,
         }
     }
 }

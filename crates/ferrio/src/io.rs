@@ -52,7 +52,13 @@ impl IoShared {
     }
 
     fn new_namespace(&self, name: Arc<str>, handlers: Arc<Handlers>) -> Namespace {
-        Namespace::new(name, handlers, &self.adapter_factory, self.config.ack_timeout)
+        Namespace::new(
+            name,
+            handlers,
+            &self.adapter_factory,
+            self.config.ack_timeout,
+            self.config.recovery.clone(),
+        )
     }
 }
 

@@ -37,6 +37,7 @@ mod io;
 mod namespace;
 mod operators;
 mod payload;
+mod recovery;
 pub mod service;
 mod sid;
 mod socket;
@@ -54,6 +55,7 @@ pub use namespace::{
 };
 pub use operators::{BroadcastAcks, BroadcastOperator};
 pub use payload::{AckSender, Event, Payload};
+pub use recovery::RecoveryConfig;
 pub use service::{FerrioLayer, ServeOptions, serve, serve_with};
 pub use sid::Sid;
 pub use socket::{Accepted, AckError, ConnectError, ConnectOutcome, DisconnectReason, Socket};

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::adapter::{Adapter, BoxFuture, EncodedPacket, IntoRooms, LocalAdapter};
 use crate::operators::BroadcastOperator;
+use crate::recovery::Recovery;
 use crate::socket::{ConnectOutcome, DisconnectReason};
 use crate::{Event, Handshake, Payload, Sid, Socket};
 
@@ -145,6 +146,7 @@ pub(crate) struct NamespaceInner {
     adapter: Arc<dyn Adapter>,
     next_ack_id: AtomicU64,
     ack_timeout: Duration,
+    recovery: Option<Recovery>,
 }
 
 fn server_event_args(event: &str, args: Vec<Value>) -> Vec<Value> {
@@ -234,6 +236,7 @@ impl Namespace {
         handlers: Arc<Handlers>,
         factory: &AdapterFactory,
         ack_timeout: Duration,
+        recovery: Option<crate::RecoveryConfig>,
     ) -> Self {
         let context = AdapterContext {
             name: name.clone(),
@@ -246,6 +249,7 @@ impl Namespace {
             adapter,
             next_ack_id: AtomicU64::new(0),
             ack_timeout,
+            recovery: recovery.map(Recovery::new),
         }));
         let _ = context.namespace.set(Arc::downgrade(&ns.0));
         ns
@@ -297,6 +301,32 @@ impl Namespace {
 
     pub(crate) fn handlers(&self) -> &Handlers {
         &self.0.handlers
+    }
+
+    pub(crate) fn recovery(&self) -> Option<&Recovery> {
+        self.0.recovery.as_ref()
+    }
+
+    /// Encodes an event for `opts`' recipients; with recovery on, an event without an ack
+    /// that is not volatile gets an offset and is kept for clients that reconnect.
+    pub(crate) fn encode_for(
+        &self,
+        event: &str,
+        payload: Payload,
+        id: Option<u64>,
+        opts: &crate::BroadcastOptions,
+    ) -> EncodedPacket {
+        match (&self.0.recovery, id, opts.flags.volatile) {
+            (Some(recovery), None, false) => recovery.record(
+                |offset| {
+                    let mut payload = payload;
+                    payload.args.push(Value::String(offset));
+                    EncodedPacket::event(self.name(), event, payload, None)
+                },
+                opts,
+            ),
+            _ => EncodedPacket::event(self.name(), event, payload, id),
+        }
     }
 
     pub(crate) fn ack_timeout(&self) -> Duration {

@@ -90,7 +90,7 @@ impl BroadcastOperator {
         if crate::socket::is_reserved(event) {
             return Err(AdapterError::ReservedEvent);
         }
-        let packet = self.ns.encode_event(event, payload.into(), None);
+        let packet = self.ns.encode_for(event, payload.into(), None, &self.opts);
         self.ns.adapter().broadcast(&packet, &self.opts)
     }
 

@@ -134,8 +134,19 @@ impl AckWaiter {
     }
 }
 
+/// Who a new socket is: a fresh identity, or the one a recovered session had.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Identity {
+    pub sid: Sid,
+    /// The private id of connection-state recovery, when it is on.
+    pub pid: Option<Sid>,
+    pub recovered: bool,
+}
+
 pub(crate) struct SocketInner {
     pub(crate) id: Sid,
+    pid: Option<Sid>,
+    recovered: bool,
     pub(crate) ns: Namespace,
     pub(crate) conn: Arc<Connection>,
     handshake: Arc<Handshake>,
@@ -172,9 +183,12 @@ impl Socket {
         handshake: Arc<Handshake>,
         auth: Value,
         accepted: Accepted,
+        identity: Identity,
     ) -> Self {
         Self(Arc::new(SocketInner {
-            id: Sid::random(),
+            id: identity.sid,
+            pid: identity.pid,
+            recovered: identity.recovered,
             ns,
             conn,
             handshake,
@@ -189,6 +203,16 @@ impl Socket {
     /// The socket's id (20 characters; also the name of its own room).
     pub fn id(&self) -> Sid {
         self.0.id
+    }
+
+    /// Whether this socket came back through connection-state recovery (same id, rooms and
+    /// data as before its connection dropped, missed packets delivered).
+    pub fn recovered(&self) -> bool {
+        self.0.recovered
+    }
+
+    pub(crate) fn pid(&self) -> Option<Sid> {
+        self.0.pid
     }
 
     /// The namespace it belongs to.
@@ -324,7 +348,16 @@ impl Socket {
         if is_reserved(event) {
             return Err(SendError::ReservedEvent);
         }
-        let packet = EncodedPacket::event(self.0.ns.name(), event, payload, id);
+        // With recovery on, a direct emit is kept like a broadcast to the socket's own room.
+        let opts = crate::BroadcastOptions {
+            rooms: smallvec::smallvec![Room::from(self.id().as_str())],
+            flags: crate::BroadcastFlags {
+                volatile,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let packet = self.0.ns.encode_for(event, payload, id, &opts);
         self.deliver(&packet, volatile)
     }
 
@@ -420,6 +453,12 @@ impl Socket {
     pub(crate) fn on_disconnect(&self, reason: DisconnectReason) {
         if !self.0.connected.swap(false, Ordering::AcqRel) {
             return;
+        }
+        if let (Some(recovery), Some(pid)) = (self.0.ns.recovery(), self.0.pid)
+            && crate::recovery::is_recoverable(reason)
+        {
+            let rooms = self.0.ns.adapter().socket_rooms(self.id());
+            recovery.persist(pid, self.id(), rooms, self.data());
         }
         self.0.ns.adapter().del_all(self.id());
         self.0.ns.adapter().on_socket_removed(self.id());

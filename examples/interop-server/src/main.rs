@@ -28,6 +28,9 @@ struct Args {
     /// Options the official conformance suites assume.
     #[arg(long)]
     conformance: bool,
+    /// Turns on connection-state recovery, keeping sessions this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    recovery: Option<u64>,
 }
 
 fn config(args: &Args) -> Result<Config, String> {
@@ -51,6 +54,12 @@ fn config(args: &Args) -> Result<Config, String> {
     }
     if let Some(ms) = args.connect_timeout {
         c.connect_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.recovery {
+        c.recovery = Some(ferrio::RecoveryConfig {
+            max_disconnection_duration: Duration::from_millis(ms),
+            ..Default::default()
+        });
     }
     if let Some(t) = &args.transports {
         c.transports = Transports::parse(t)?;

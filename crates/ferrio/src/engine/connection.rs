@@ -122,6 +122,8 @@ pub(crate) struct NamespaceConnect {
     pub nsp: std::sync::Arc<str>,
     pub auth: serde_json::Value,
     pub outcome: ConnectOutcome,
+    /// A recovered session waiting for the hook's verdict.
+    pub restored: Option<crate::recovery::Restored>,
 }
 
 impl std::fmt::Debug for Control {
