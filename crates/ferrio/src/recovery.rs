@@ -383,3 +383,18 @@ mod tests {
         )));
     }
 }
+
+#[cfg(test)]
+mod footprint {
+    /// What one stored packet and one persisted session cost beyond their payload (the
+    /// figures docs/delivery.md quotes).
+    #[test]
+    fn fixed_costs_stay_small() {
+        let packet = std::mem::size_of::<super::StoredPacket>();
+        let session =
+            std::mem::size_of::<super::Session>() + std::mem::size_of::<(crate::Sid, tokio::time::Instant)>();
+        assert!(packet <= 320, "{packet}");
+        assert!(session <= 192, "{session}");
+        eprintln!("stored packet: {packet} B + payload; session: {session} B + rooms and data");
+    }
+}
