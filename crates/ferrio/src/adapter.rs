@@ -457,6 +457,7 @@ impl LocalAdapter {
     /// Queues `packet` for every matching local socket; returns how many.
     pub fn broadcast(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> usize {
         let recipients = self.select(opts);
+        crate::metrics::broadcast(recipients.len());
         let volatile = opts.flags.volatile;
         recipients
             .iter()

@@ -90,6 +90,7 @@ impl Client {
     fn on_socket_packet(&mut self, socket: &Socket, packet: Packet, slot: usize) {
         match packet.kind {
             PacketType::Event | PacketType::BinaryEvent => {
+                crate::metrics::event_received();
                 let Some(name) = packet.event_name().map(|n| n.into_owned()) else {
                     // `42` with no data is an event without a name: nothing to dispatch.
                     return;
@@ -237,6 +238,7 @@ impl Client {
             socket.on_disconnect(DisconnectReason::Transport(CloseReason::TransportClose));
             return;
         }
+        crate::metrics::socket_connected(ns.name());
         tracing::debug!(ns = %ns.name(), recovered = socket.recovered(), "socket connected");
         ns.run_connect_handlers(&socket);
     }

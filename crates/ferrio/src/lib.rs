@@ -34,6 +34,7 @@ pub mod engine;
 pub mod engine_io;
 mod handshake;
 mod io;
+pub mod metrics;
 mod namespace;
 mod operators;
 mod payload;

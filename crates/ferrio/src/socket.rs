@@ -329,8 +329,12 @@ impl Socket {
             return Err(AckError::Disconnected);
         }
         self.send_event(event, payload.into(), Some(id), false)?;
+        let sent_at = tokio::time::Instant::now();
         let result = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(payload)) => Ok(payload),
+            Ok(Ok(payload)) => {
+                crate::metrics::ack_round_trip(sent_at.elapsed());
+                Ok(payload)
+            }
             Ok(Err(_)) => Err(AckError::Disconnected),
             Err(_) => Err(AckError::Timeout),
         };
@@ -460,6 +464,7 @@ impl Socket {
             let rooms = self.0.ns.adapter().socket_rooms(self.id());
             recovery.persist(pid, self.id(), rooms, self.data());
         }
+        crate::metrics::socket_disconnected(self.0.ns.name());
         self.0.ns.adapter().del_all(self.id());
         self.0.ns.adapter().on_socket_removed(self.id());
         // Dropping the senders wakes every waiter with "disconnected".

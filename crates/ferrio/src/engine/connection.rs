@@ -167,6 +167,8 @@ pub enum TransportKind {
 struct Shared {
     frames: VecDeque<Frame>,
     queued_bytes: usize,
+    /// When the oldest queued frame was queued (for the delivery latency metric).
+    oldest: Option<tokio::time::Instant>,
     controls: VecDeque<Control>,
     close: Option<CloseReason>,
     /// The driver is idle with nothing queued and a transport ready to write at once.
@@ -232,6 +234,7 @@ impl Connection {
                 return Err(SendError::Closed);
             }
             if volatile && !s.writable {
+                crate::metrics::volatile_dropped();
                 return Err(SendError::Dropped);
             }
             // The bound is on backlog: one packet larger than the bound still goes to an idle
@@ -242,12 +245,16 @@ impl Connection {
                     || s.queued_bytes + bytes > self.max_bytes)
             {
                 if volatile {
+                    crate::metrics::volatile_dropped();
                     return Err(SendError::Dropped);
                 }
                 s.close = Some(CloseReason::SlowConsumer);
                 drop(s);
                 self.waker.wake();
                 return Err(SendError::SlowConsumer);
+            }
+            if s.frames.is_empty() {
+                s.oldest = Some(tokio::time::Instant::now());
             }
             s.frames.extend(frames.iter().cloned());
             s.queued_bytes += bytes;
@@ -288,15 +295,17 @@ impl Connection {
         self.waker.register(waker);
     }
 
-    /// Moves every queued frame into `out`.
-    pub(crate) fn take_frames(&self, out: &mut VecDeque<Frame>) {
+    /// Moves every queued frame into `out`; returns when the oldest of them was queued.
+    pub(crate) fn take_frames(&self, out: &mut VecDeque<Frame>) -> Option<tokio::time::Instant> {
         let mut s = self.shared.lock();
+        let oldest = s.oldest.take();
         if out.is_empty() {
             std::mem::swap(out, &mut s.frames);
         } else {
             out.append(&mut s.frames);
         }
         s.queued_bytes = 0;
+        oldest
     }
 
     /// Puts frames taken by [`Connection::take_frames`] back at the head of the queue.

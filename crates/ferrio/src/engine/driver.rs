@@ -49,6 +49,8 @@ struct WsSide {
     /// The close frame to send when the session ends: `Some(None)` is a close frame without
     /// a status code (what the reference sends), `Some(Some(1009))` one with a code.
     close: Option<Option<u16>>,
+    /// The batch being written: when its oldest frame was queued, its packets and bytes.
+    batch: Option<(Option<Instant>, usize, usize)>,
 }
 
 impl WsSide {
@@ -57,6 +59,7 @@ impl WsSide {
             ws,
             pending: VecDeque::new(),
             close: None,
+            batch: None,
         }
     }
 
@@ -151,6 +154,7 @@ impl<F: SessionFactory> Driver<F> {
         transport: Transport,
         state: TransportState,
     ) -> Self {
+        crate::metrics::connection_opened(conn.transport());
         let now = Instant::now();
         let heartbeat = Heartbeat::new(
             now.into_std(),
@@ -293,6 +297,7 @@ impl<F: SessionFactory> Driver<F> {
     }
 
     fn on_post(&mut self, body: &Bytes) -> Result<(), CloseReason> {
+        crate::metrics::bytes_received(TransportKind::Polling, body.len());
         let text = std::str::from_utf8(body).map_err(|_| CloseReason::ParseError)?;
         let packets = eio::decode_payload(text).map_err(|_| CloseReason::ParseError)?;
         for packet in packets {
@@ -326,7 +331,7 @@ impl<F: SessionFactory> Driver<F> {
             return Err(CloseReason::TransportClose);
         }
         let mut frames = VecDeque::new();
-        self.conn.take_frames(&mut frames);
+        let oldest = self.conn.take_frames(&mut frames);
         if frames.is_empty() {
             if self.state.is_probed() {
                 if let Some(reply) = parked.take() {
@@ -337,6 +342,12 @@ impl<F: SessionFactory> Driver<F> {
             return Ok(false);
         }
         let body = encode_payload(&frames);
+        crate::metrics::written(
+            TransportKind::Polling,
+            frames.len(),
+            body.len(),
+            oldest.map(|t| t.elapsed()),
+        );
         if let Some(reply) = parked.take() {
             let _ = reply.send(PollReply::Payload(body));
         }
@@ -395,6 +406,7 @@ impl<F: SessionFactory> Driver<F> {
                             }
                             self.transport = Transport::WebSocket(probe);
                             self.conn.set_transport(TransportKind::WebSocket);
+                            crate::metrics::connection_upgraded();
                         }
                         // Whatever followed `5` in the same read is ordinary traffic.
                         for msg in msgs.by_ref() {
@@ -477,13 +489,27 @@ impl<F: SessionFactory> Driver<F> {
             return Ok(false);
         };
         if side.pending.is_empty() {
-            self.conn.take_frames(&mut side.pending);
+            let oldest = self.conn.take_frames(&mut side.pending);
+            if !side.pending.is_empty() {
+                let bytes = side.pending.iter().map(Frame::len).sum();
+                side.batch = Some((oldest, side.pending.len(), bytes));
+            }
         }
         if side.is_idle() {
             return Ok(false);
         }
         match side.poll_write(cx) {
-            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Ok(())) => {
+                if let Some((oldest, packets, bytes)) = side.batch.take() {
+                    crate::metrics::written(
+                        TransportKind::WebSocket,
+                        packets,
+                        bytes,
+                        oldest.map(|t| t.elapsed()),
+                    );
+                }
+                Ok(true)
+            }
             Poll::Ready(Err(e)) => Err(io_error_reason(&e)),
             Poll::Pending => Ok(false),
         }
@@ -700,6 +726,7 @@ impl<F: SessionFactory> Driver<F> {
                 Control::WebSocket(_) | Control::NamespaceConnect(_) | Control::Disconnect => {}
             }
         }
+        crate::metrics::connection_closed(self.conn.transport(), reason);
         self.engine.remove(&self.conn.sid);
     }
 }

@@ -77,11 +77,12 @@ impl WsConn {
         match ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
             Err(e) => Poll::Ready(Err(ReadEnd::Io(e))),
             Ok(()) if buf.filled().is_empty() => Poll::Ready(Err(ReadEnd::Eof)),
-            Ok(()) => Poll::Ready(
+            Ok(()) => Poll::Ready({
+                crate::metrics::bytes_received(super::TransportKind::WebSocket, buf.filled().len());
                 self.reader
                     .feed(buf.filled(), |m| out.push(m))
-                    .map_err(ReadEnd::Protocol),
-            ),
+                    .map_err(ReadEnd::Protocol)
+            }),
         }
     }
 
