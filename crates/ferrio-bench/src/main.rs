@@ -1,31 +1,49 @@
 //! `ferrio-bench`: measures a Socket.IO v4 server from the outside, over WebSocket.
 //!
-//! * `hold`: opens N idle connections (each joined to namespace `/`, answering pings) spread
-//!   over several 127.0.0.x source addresses, and reports the server's RSS per connection.
-//! * `fanout`: N subscribers join a room; a publisher uses the `publish` event (`{room,
-//!   event, data}`) that `ferrio serve` and the reference test server both offer, and every
-//!   delivery is counted and checked for loss, duplication and order.
+//! Every scenario talks to the *peer contract*: on `bcast` with one payload the server emits
+//! it as `bcast` to every connected socket; on `echo` with an ack it acknowledges with the
+//! payload. `hold` needs nothing but namespace `/`.
 //!
-//! The last line of output is one JSON object with every figure.
+//! * `hold`: N idle connections opened at a ramp rate; memory per connection, handshakes;
+//! * `fanout`: N subscribers, a publisher at a fixed rate or a bounded window; per-delivery
+//!   latency from the intended send time, loss, duplicates, order;
+//! * `echo`: request/ack round trips at a fixed offered rate over N connections;
+//! * `churn`: connect/disconnect cycles; does the server's RSS return to its baseline?
+//! * `plot`: latency percentile curves of one or more runs as SVG.
+//!
+//! A progress bar goes to stderr, a human summary too; the last line on stdout is one JSON
+//! object with every figure, the load generator's own CPU time included.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod churn;
+mod echo;
+mod fanout;
+mod hold;
+mod plot;
+mod report;
+mod wire;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
-use tokio::net::TcpSocket;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, timeout};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio::time::{Instant, sleep_until};
 
-type Ws = WebSocketStream<tokio::net::TcpStream>;
+use crate::report::Server;
+use crate::wire::{Conn, Endpoint, Failure, Sources};
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrio-bench", about = "Load generator for Socket.IO v4 servers")]
+#[command(
+    name = "ferrio-bench",
+    about = "Load generator for Socket.IO v4 servers",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,436 +51,200 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Hold N idle connections and report the server's memory per connection.
-    Hold {
-        /// Server address (host:port).
-        #[arg(long)]
-        target: SocketAddr,
-        /// Connections to open.
-        #[arg(long, default_value_t = 10_000)]
-        connections: usize,
-        /// How many 127.0.0.x source addresses to spread connections over.
-        #[arg(long, default_value_t = 4)]
-        sources: u8,
-        /// Connection attempts in flight at once.
-        #[arg(long, default_value_t = 200)]
-        concurrency: usize,
-        /// Seconds to hold the connections once all are open.
-        #[arg(long, default_value_t = 5)]
-        hold: u64,
-        /// The server's PID, to read its RSS.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        /// JSON auth payload sent with every CONNECT (e.g. '{"token":"..."}').
-        #[arg(long)]
-        auth: Option<String>,
-    },
-    /// N subscribers in a room, one publisher, as fast as a window of acks allows.
-    Fanout {
-        #[arg(long)]
-        target: SocketAddr,
-        #[arg(long, default_value_t = 1000)]
-        subscribers: usize,
-        /// Messages to publish.
-        #[arg(long, default_value_t = 200)]
-        messages: u64,
-        /// Publishes awaiting their ack at once.
-        #[arg(long, default_value_t = 10)]
-        window: usize,
-        #[arg(long, default_value_t = 4)]
-        sources: u8,
-        /// Seconds to wait for the last deliveries.
-        #[arg(long, default_value_t = 30)]
-        deadline: u64,
-    },
+    /// Hold N idle connections; report handshakes, drops and the server's memory per connection.
+    Hold(hold::HoldArgs),
+    /// N subscribers, one publisher of `bcast`; delivery latency, throughput, loss and order.
+    Fanout(fanout::FanoutArgs),
+    /// Request/ack round trips (`echo`) at a fixed offered rate over N connections.
+    Echo(echo::EchoArgs),
+    /// Connect/disconnect cycles at a rate; checks the server's RSS returns to its baseline.
+    Churn(churn::ChurnArgs),
+    /// Draws the latency percentile curves of earlier runs (their JSON lines) as SVG.
+    Plot(plot::PlotArgs),
 }
 
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-fn raise_nofile() {
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
-    }
-}
-
-/// Opens one WebSocket session and connects namespace `/`.
-async fn connect(target: SocketAddr, source: u8) -> Result<Ws, String> {
-    connect_with(target, source, None).await
-}
-
-/// Opens one WebSocket session and connects namespace `/` with an auth payload.
-async fn connect_with(target: SocketAddr, source: u8, auth: Option<&str>) -> Result<Ws, String> {
-    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)), 0);
-    socket.bind(local).map_err(|e| format!("bind: {e}"))?;
-    let stream = socket
-        .connect(target)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let url = format!("ws://{target}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = client_async(url, stream)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let open = next_text(&mut ws).await?;
-    if !open.starts_with('0') {
-        return Err(format!("unexpected first packet {open:?}"));
-    }
-    let connect = match auth {
-        Some(auth) => format!("40{auth}"),
-        None => "40".to_owned(),
-    };
-    ws.send(Message::text(connect))
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    loop {
-        let packet = next_text(&mut ws).await?;
-        if packet.starts_with("40") {
-            return Ok(ws);
-        }
-        if packet.starts_with("44") {
-            return Err(format!("refused: {packet}"));
-        }
-        if packet == "2" {
-            ws.send(Message::text("3"))
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-        }
-    }
-}
-
-async fn next_text(ws: &mut Ws) -> Result<String, String> {
-    loop {
-        match timeout(Duration::from_secs(20), ws.next()).await {
-            Err(_) => return Err("timeout".into()),
-            Ok(None) => return Err("closed".into()),
-            Ok(Some(Err(e))) => return Err(format!("read: {e}")),
-            Ok(Some(Ok(Message::Text(t)))) => return Ok(t.to_string()),
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
-}
-
-/// Answers pings until the connection ends or `stop` is set.
-async fn idle(mut ws: Ws, dropped: Arc<AtomicUsize>) {
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Text(t)) if t.as_str() == "2" => {
-                if ws.send(Message::text("3")).await.is_err() {
-                    break;
-                }
-            }
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    dropped.fetch_add(1, Ordering::Relaxed);
-}
-
-fn percentile_ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
-
-async fn hold(
+/// Options every load scenario takes.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Server address (host:port).
+    #[arg(long)]
     target: SocketAddr,
-    connections: usize,
+    /// Engine.IO path on the server.
+    #[arg(long, default_value = "/socket.io/")]
+    path: String,
+    /// Last octet of the first 127.0.0.x source address.
+    #[arg(long, default_value_t = 1)]
+    source_first: u8,
+    /// How many 127.0.0.x source addresses connections are spread over.
+    #[arg(long, default_value_t = 64)]
     sources: u8,
-    concurrency: usize,
-    hold_secs: u64,
-    pid: Option<u32>,
-    auth: Option<String>,
-) {
-    let auth: Option<Arc<str>> = auth.map(Arc::from);
-    let before = pid.and_then(rss_kb);
-    let gate = Arc::new(Semaphore::new(concurrency));
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let mut handshakes = hdrhistogram::Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
-    let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
-    let started = Instant::now();
-    let mut attempts = tokio::task::JoinSet::new();
-    for i in 0..connections {
-        let gate = gate.clone();
-        let auth = auth.clone();
-        let source = 1 + (i % sources.max(1) as usize) as u8;
-        attempts.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            let t0 = Instant::now();
-            connect_with(target, source, auth.as_deref())
-                .await
-                .map(|ws| (ws, t0.elapsed()))
-        });
-    }
-    let mut held = Vec::with_capacity(connections);
-    while let Some(result) = attempts.join_next().await {
-        match result {
-            Ok(Ok((ws, took))) => {
-                let _ = handshakes.record(took.as_micros() as u64);
-                held.push(tokio::spawn(idle(ws, dropped.clone())));
-            }
-            Ok(Err(e)) => {
-                *failures
-                    .entry(e.split(':').next().unwrap_or("").to_owned())
-                    .or_default() += 1
-            }
-            Err(_) => *failures.entry("panic".into()).or_default() += 1,
-        }
-    }
-    let ramp = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(hold_secs)).await;
-    let after = pid.and_then(rss_kb);
-    let connected = held.len();
-    let per_conn_kb = match (before, after) {
-        (Some(b), Some(a)) if connected > 0 => Some((a.saturating_sub(b)) as f64 / connected as f64),
-        _ => None,
-    };
-    eprintln!(
-        "hold: {connected}/{connections} connected in {:.1}s, failures {failures:?}, dropped during hold {}",
-        ramp.as_secs_f64(),
-        dropped.load(Ordering::Relaxed)
-    );
-    eprintln!(
-        "handshake p50 {:.2} ms, p99 {:.2} ms; server RSS {:?} KB -> {:?} KB; {} KB per connection",
-        percentile_ms(&handshakes, 0.5),
-        percentile_ms(&handshakes, 0.99),
-        before,
-        after,
-        per_conn_kb.map_or("?".into(), |k| format!("{k:.2}"))
-    );
-    let report = json!({
-        "scenario": "hold",
-        "connections": connections,
-        "connected": connected,
-        "failures": failures,
-        "dropped_during_hold": dropped.load(Ordering::Relaxed),
-        "ramp_s": ramp.as_secs_f64(),
-        "handshakes_per_s": connected as f64 / ramp.as_secs_f64().max(1e-9),
-        "handshake_p50_ms": percentile_ms(&handshakes, 0.5),
-        "handshake_p99_ms": percentile_ms(&handshakes, 0.99),
-        "rss_before_kb": before,
-        "rss_after_kb": after,
-        "kb_per_connection": per_conn_kb,
-    });
-    #[allow(clippy::print_stdout)] // the machine-readable result line
-    {
-        println!("{report}");
-    }
-    for h in held {
-        h.abort();
-    }
+    /// The server's PID: its RSS and CPU time are read from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A name for this run in the JSON line and plots.
+    #[arg(long)]
+    label: Option<String>,
+    /// Also draw this run's latency percentile curve to an SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
-async fn fanout(
-    target: SocketAddr,
-    subscribers: usize,
-    messages: u64,
-    window: usize,
-    sources: u8,
-    deadline: u64,
-) {
-    const ROOM: &str = "bench";
-    let received = Arc::new(AtomicU64::new(0));
-    let lost_order = Arc::new(AtomicU64::new(0));
-    let duplicates = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(tokio::sync::Notify::new());
-    let expected = subscribers as u64 * messages;
-    let gate = Arc::new(Semaphore::new(200));
-    let mut joins = tokio::task::JoinSet::new();
-    for i in 0..subscribers {
-        let gate = gate.clone();
-        let source = 1 + (i % sources.max(1) as usize) as u8;
-        joins.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            let mut ws = connect(target, source).await?;
-            ws.send(Message::text(format!(r#"420["join","{ROOM}"]"#)))
-                .await
-                .map_err(|e| e.to_string())?;
-            loop {
-                let p = next_text(&mut ws).await?;
-                if p.starts_with("430") {
-                    return Ok::<Ws, String>(ws);
-                }
-            }
-        });
+impl Common {
+    fn endpoint(&self) -> Endpoint {
+        let mut endpoint = Endpoint::new(self.target);
+        endpoint.path = self.path.clone();
+        endpoint
     }
-    let mut subs = Vec::new();
-    while let Some(r) = joins.join_next().await {
-        if let Ok(Ok(ws)) = r {
-            subs.push(ws);
+
+    fn sources(&self) -> Sources {
+        Sources {
+            first: self.source_first.max(1),
+            count: self.sources.max(1),
         }
     }
-    let joined = subs.len();
-    let last = Arc::new(parking_lot_free::LastInstant::default());
-    for mut ws in subs {
-        let (received, lost_order, duplicates, done, last) = (
-            received.clone(),
-            lost_order.clone(),
-            duplicates.clone(),
-            done.clone(),
-            last.clone(),
+
+    fn server(&self) -> Option<Server> {
+        self.server_pid.map(|pid| Server { pid })
+    }
+
+    fn label(&self, scenario: &str) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| format!("{scenario} {}", self.target))
+    }
+
+    fn progress(&self, len: u64, what: &str) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
-        tokio::spawn(async move {
-            let mut next_seq = 0u64;
-            while let Some(Ok(msg)) = ws.next().await {
-                let Message::Text(t) = msg else { continue };
-                if t.as_str() == "2" {
-                    let _ = ws.send(Message::text("3")).await;
-                    continue;
-                }
-                let Some(body) = t.as_str().strip_prefix(r#"42["m","#) else {
-                    continue;
-                };
-                let seq: u64 = body.trim_end_matches(']').parse().unwrap_or(u64::MAX);
-                match seq.cmp(&next_seq) {
-                    std::cmp::Ordering::Equal => next_seq += 1,
-                    std::cmp::Ordering::Greater => {
-                        lost_order.fetch_add(1, Ordering::Relaxed);
-                        next_seq = seq + 1;
-                    }
-                    std::cmp::Ordering::Less => {
-                        duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                last.set(Instant::now());
-                if received.fetch_add(1, Ordering::Relaxed) + 1 >= expected {
-                    done.notify_one();
-                }
+        bar.set_prefix(what.to_owned());
+        bar
+    }
+}
+
+/// Raises the soft open-files limit to the hard one: every connection is one descriptor.
+fn raise_nofile() -> (u64, u64) {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((_, hard)) => {
+            let _ = rlimit::Resource::NOFILE.set(hard, hard);
+            rlimit::Resource::NOFILE.get().unwrap_or((0, 0))
+        }
+        Err(_) => (0, 0),
+    }
+}
+
+/// Connection failures grouped by cause.
+pub type Failures = Rc<RefCell<BTreeMap<String, u64>>>;
+
+pub fn count_failure(failures: &Failures, failure: &Failure) {
+    *failures.borrow_mut().entry(failure.cause()).or_default() += 1;
+}
+
+/// How connections are opened: `count` of them, one every `1/rate` seconds from the start
+/// (all at once if `rate` is 0), with at most `concurrency` handshakes in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Ramp {
+    pub count: usize,
+    pub rate: f64,
+    pub concurrency: usize,
+}
+
+/// Opens connections as `ramp` says. Each open connection is handed to `on_open` with its
+/// index and handshake time, on the task that opened it; the call returns when every attempt
+/// has finished.
+pub async fn connect_many<F, Fut>(
+    endpoint: &Endpoint,
+    sources: Sources,
+    ramp: Ramp,
+    failures: &Failures,
+    bar: &ProgressBar,
+    on_open: F,
+) where
+    F: Fn(usize, Conn, Duration) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let Ramp {
+        count,
+        rate,
+        concurrency,
+    } = ramp;
+    let gate = std::sync::Arc::new(Semaphore::new(concurrency.max(1)));
+    let endpoint = Rc::new(endpoint.clone());
+    let started = Instant::now();
+    for i in 0..count {
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if due > Instant::now() + Duration::from_millis(1) {
+                sleep_until(due).await;
+            }
+        }
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        let (endpoint, failures, bar, on_open) =
+            (endpoint.clone(), failures.clone(), bar.clone(), on_open.clone());
+        tokio::task::spawn_local(async move {
+            let t0 = Instant::now();
+            let opened = Conn::open(&endpoint, sources.of(i)).await;
+            drop(permit);
+            bar.inc(1);
+            match opened {
+                Ok(conn) => on_open(i, conn, t0.elapsed()).await,
+                Err(failure) => count_failure(&failures, &failure),
             }
         });
     }
-    let mut publisher = match connect(target, 1).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            eprintln!("publisher failed: {e}");
-            return;
-        }
-    };
-    let t0 = Instant::now();
-    let mut in_flight = 0usize;
-    let mut sent = 0u64;
-    let mut acked = 0u64;
-    let expected = joined as u64 * messages;
-    while acked < messages {
-        while in_flight < window && sent < messages {
-            let packet = format!(r#"42{sent}["publish",{{"room":"{ROOM}","event":"m","data":{sent}}}]"#);
-            if publisher.send(Message::text(packet)).await.is_err() {
-                break;
-            }
-            sent += 1;
-            in_flight += 1;
-        }
-        match next_text(&mut publisher).await {
-            Ok(p) if p.starts_with("43") => {
-                acked += 1;
-                in_flight -= 1;
-            }
-            Ok(p) if p == "2" => {
-                let _ = publisher.send(Message::text("3")).await;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("publisher: {e}");
-                break;
-            }
+    // Every permit back means every handshake finished (`on_open` may go on running).
+    let _ = gate.acquire_many(concurrency.max(1) as u32).await;
+}
+
+/// Prints the result line (the last line of stdout) and draws the plot if asked.
+pub fn finish(common: &Common, report: Value) {
+    if let Some(path) = &common.plot {
+        let runs = plot::runs_of(&report);
+        match plot::write_svg(path, &runs, None) {
+            Ok(()) => eprintln!("plot written to {}", path.display()),
+            Err(e) => eprintln!("plot {}: {e}", path.display()),
         }
     }
-    let _ = timeout(Duration::from_secs(deadline), async {
-        while received.load(Ordering::Relaxed) < expected {
-            tokio::select! {
-                _ = done.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-    })
-    .await;
-    let got = received.load(Ordering::Relaxed);
-    let elapsed = last
-        .get()
-        .unwrap_or_else(Instant::now)
-        .duration_since(t0)
-        .as_secs_f64();
-    let rate = got as f64 / elapsed.max(1e-9);
-    eprintln!(
-        "fanout: {joined} subscribers, {messages} messages, {got}/{expected} deliveries in {elapsed:.3}s = {rate:.0}/s; out-of-order/lost {}, duplicates {}",
-        lost_order.load(Ordering::Relaxed),
-        duplicates.load(Ordering::Relaxed)
-    );
-    let report = json!({
-        "scenario": "fanout",
-        "subscribers": joined,
-        "messages": messages,
-        "window": window,
-        "deliveries": got,
-        "expected": expected,
-        "seconds": elapsed,
-        "deliveries_per_s": rate,
-        "gaps": lost_order.load(Ordering::Relaxed),
-        "duplicates": duplicates.load(Ordering::Relaxed),
-    });
     #[allow(clippy::print_stdout)] // the machine-readable result line
     {
         println!("{report}");
     }
 }
 
-/// The instant of the last delivery, shared by the subscriber tasks without a lock.
-mod parking_lot_free {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use tokio::time::Instant;
-
-    #[derive(Debug)]
-    pub struct LastInstant {
-        origin: Instant,
-        nanos: AtomicU64,
-    }
-
-    impl Default for LastInstant {
-        fn default() -> Self {
-            Self {
-                origin: Instant::now(),
-                nanos: AtomicU64::new(0),
-            }
+fn main() {
+    let cli = Cli::parse();
+    if let Command::Plot(args) = &cli.command {
+        if let Err(e) = plot::run(args) {
+            eprintln!("ferrio-bench plot: {e}");
+            std::process::exit(1);
         }
+        return;
     }
-
-    impl LastInstant {
-        pub fn set(&self, at: Instant) {
-            let n = at.duration_since(self.origin).as_nanos() as u64;
-            self.nanos.fetch_max(n, Ordering::Relaxed);
+    let nofile = raise_nofile();
+    // One thread: the load generator is pinned to one core and its state is not shared.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        match cli.command {
+            Command::Hold(args) => hold::run(args, nofile).await,
+            Command::Fanout(args) => fanout::run(args).await,
+            Command::Echo(args) => echo::run(args).await,
+            Command::Churn(args) => churn::run(args).await,
+            Command::Plot(_) => {}
         }
-
-        pub fn get(&self) -> Option<Instant> {
-            let n = self.nanos.load(Ordering::Relaxed);
-            (n > 0).then(|| self.origin + std::time::Duration::from_nanos(n))
-        }
-    }
-}
-
-#[tokio::main]
-async fn main() {
-    raise_nofile();
-    match Cli::parse().command {
-        Command::Hold {
-            target,
-            connections,
-            sources,
-            concurrency,
-            hold: secs,
-            server_pid,
-            auth,
-        } => hold(target, connections, sources, concurrency, secs, server_pid, auth).await,
-        Command::Fanout {
-            target,
-            subscribers,
-            messages,
-            window,
-            sources,
-            deadline,
-        } => fanout(target, subscribers, messages, window, sources, deadline).await,
-    }
+    });
 }
