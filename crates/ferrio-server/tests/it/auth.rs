@@ -293,3 +293,57 @@ async fn bearer_header_and_connect_errors_over_a_raw_websocket() {
     );
     assert!(!log.contains(&token), "a token reached the log");
 }
+
+/// Not a timed test: what verifying one token costs, per algorithm. Run with
+/// `cargo test --release -p ferrio-server -- --ignored --nocapture verification_cost`.
+#[tokio::test]
+#[ignore]
+async fn verification_cost() {
+    let auth = authenticator(&format!(
+        "[auth]\nsecret = \"{SECRET}\"\npublic_key_file = {:?}\n",
+        fixture("rsa.pub")
+    ))
+    .await;
+    let ec = authenticator(&format!("[auth]\npublic_key_file = {:?}\n", fixture("ec.pub"))).await;
+    let ed = authenticator(&format!("[auth]\npublic_key_file = {:?}\n", fixture("ed.pub"))).await;
+    let c = json!({ "sub": "bench", "exp": now() + 3600, "rooms": ["chat:*"] });
+    let cases = [
+        ("HS256", &auth, hs(c.clone())),
+        (
+            "RS256",
+            &auth,
+            sign(Algorithm::RS256, &rsa_key("rsa.key"), None, c.clone()),
+        ),
+        (
+            "ES256",
+            &ec,
+            sign(
+                Algorithm::ES256,
+                &EncodingKey::from_ec_pem(&fixture_bytes("ec.key")).unwrap(),
+                None,
+                c.clone(),
+            ),
+        ),
+        (
+            "EdDSA",
+            &ed,
+            sign(
+                Algorithm::EdDSA,
+                &EncodingKey::from_ed_pem(&fixture_bytes("ed.key")).unwrap(),
+                None,
+                c,
+            ),
+        ),
+    ];
+    for (name, auth, token) in cases {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let start = tokio::time::Instant::now();
+            for _ in 0..2000 {
+                assert!(auth.verify(&token).await.is_ok());
+            }
+            best = best.min(start.elapsed().as_secs_f64() * 1e6 / 2000.0);
+        }
+        eprintln!("{name}: {best:.1} µs per verification (best of 5 batches of 2000)");
+    }
+}
