@@ -12,7 +12,7 @@ use ferrio::{
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::auth::lifetime::{self, LifetimeSettings};
+use crate::auth::lifetime::{self, ExpiryScheduler, LifetimeSettings};
 use crate::auth::{AuthSession, Authenticator};
 use crate::config::{Loaded, Settings};
 use crate::limits::connections::LimitsObserver;
@@ -35,7 +35,7 @@ fn refusal(error: &str) -> Payload {
 struct Hooks {
     auth: Option<Arc<Authenticator>>,
     rooms: Option<Arc<RoomPermissions>>,
-    lifetime: Arc<LifetimeSettings>,
+    expiry: ExpiryScheduler,
     refresh_event: String,
     user_room: bool,
     slots: Arc<NamespaceSlots>,
@@ -85,7 +85,7 @@ impl Hooks {
                     socket.join(user_room(&identity.sub));
                 }
                 tracing::debug!(sub = %identity.sub, ns = %socket.ns().name(), transport = ?socket.transport(), "connected");
-                lifetime::spawn_watch(socket.clone(), session, self.lifetime.clone(), self.stats.clone());
+                self.expiry.watch(socket, identity.exp);
             }
             None => tracing::debug!(ns = %socket.ns().name(), transport = ?socket.transport(), "connected"),
         }
@@ -95,8 +95,8 @@ impl Hooks {
         if let Some(key) = socket.extension::<ConnectionKey>() {
             self.slots.release(key);
         }
-        if let Some(session) = socket.extension::<Arc<AuthSession>>() {
-            session.close();
+        if self.auth.is_some() {
+            self.expiry.forget(socket);
         }
         tracing::debug!(ns = %socket.ns().name(), %reason, "disconnected");
     }
@@ -183,8 +183,16 @@ impl Hooks {
         };
         if let (Some(auth), Some(rooms)) = (&self.auth, &self.rooms) {
             let (auth, rooms, stats) = (auth.clone(), rooms.clone(), self.stats.clone());
+            let expiry = self.expiry.clone();
             ns = ns.on_async(&self.refresh_event, move |socket, event| {
-                lifetime::refresh(socket, event, auth.clone(), rooms.clone(), stats.clone())
+                lifetime::refresh(
+                    socket,
+                    event,
+                    auth.clone(),
+                    rooms.clone(),
+                    expiry.clone(),
+                    stats.clone(),
+                )
             });
         }
         let (on_connect, on_disconnect) = (self.clone(), self.clone());
@@ -249,12 +257,15 @@ pub async fn serve(loaded: Loaded) -> Result<(), Box<dyn std::error::Error>> {
             .as_ref()
             .map(|_| Arc::new(RoomPermissions::new(&settings, stats.clone()))),
         auth: auth.clone(),
-        lifetime: Arc::new(LifetimeSettings {
-            warning: settings.auth.expiry_warning.0,
-            leeway: settings.auth.leeway.0,
-            expiring_event: settings.auth.expiring_event.clone(),
-            expired_event: settings.auth.expired_event.clone(),
-        }),
+        expiry: ExpiryScheduler::start(
+            Arc::new(LifetimeSettings {
+                warning: settings.auth.expiry_warning.0,
+                leeway: settings.auth.leeway.0,
+                expiring_event: settings.auth.expiring_event.clone(),
+                expired_event: settings.auth.expired_event.clone(),
+            }),
+            stats.clone(),
+        ),
         refresh_event: settings.auth.refresh_event.clone(),
         user_room: settings.rooms.user_room,
         slots: slots.clone(),
