@@ -5,6 +5,7 @@
 //!
 //! `socketioxide-peer --listen 127.0.0.1:PORT` prints `listening on ADDR` when ready.
 
+use axum::serve::ListenerExt;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Data, SocketRef};
@@ -32,7 +33,12 @@ async fn main() -> std::io::Result<()> {
 
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("listening on {}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    // Small frames go out at once, as ferrio and Node's http server do by default.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    println!("listening on {addr}");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
