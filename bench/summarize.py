@@ -101,11 +101,13 @@ ROWS = [
     ("fanout-100", "delivery latency p99.9 / max", "P999MAX", " ms", "med", False, 1),
     ("fanout-100", "lost / duplicated / out of order (all rounds)", "LDO", "", "sum", False, 0),
     ("fanout-100", "server CPU per delivery", "SERVER_US_PER_DELIVERY", " µs", "med", False, 2),
+    ("fanout-100", "share of the server's CPU spent in the kernel", "KERNEL_SHARE", "%", "med", False, 0),
     ("fanout-100", "load generator CPU per delivery", "loadgen_cpu_us_per_delivery", " µs", "med", False, 2),
     ("echo", "round trip p50", "latency.p50_ms", " ms", "med", False, 2),
     ("echo", "**round trip p99**", "latency.p99_ms", " ms", "med", False, 2),
     ("echo", "round trip p99.9 / max", "P999MAX", " ms", "med", False, 1),
     ("echo", "**server CPU per request**", "server_cpu_us_per_request", " µs", "med", False, 1),
+    ("echo", "share of the server's CPU spent in the kernel", "KERNEL_SHARE", "%", "med", False, 0),
     ("echo", "unanswered requests (all rounds)", "lost", "", "sum", False, 0),
     ("echo", "load generator CPU", "loadgen_cpu.total_s", " s", "med", False, 2),
     ("churn", "cycles/s (offered 2,000/s)", "cycles_per_s", "", "med", True, 0),
@@ -147,6 +149,11 @@ def cell(scenario, runs, path, unit, how, digits):
                 if r.get("server_cpu_s") and r.get("deliveries")]
         v = statistics.median(vals) if vals else None
         return fmt(v, unit, digits), v
+    if path == "KERNEL_SHARE":
+        vals = [100 * r["server_cpu"]["system_s"] / r["server_cpu"]["total_s"] for _, r in runs
+                if (r.get("server_cpu") or {}).get("total_s")]
+        v = statistics.median(vals) if vals else None
+        return fmt(v, unit, digits), None
     if path == "RSS3":
         return (f"{fmt(med(runs, 'server_rss_baseline_kb'), '', 0)} → {fmt(med(runs, 'server_rss_peak_kb'), '', 0)}"
                 f" → {fmt(med(runs, 'server_rss_after_kb'), ' KB', 0)}"), None
@@ -183,7 +190,8 @@ def main():
     n_hold = med(runs.get("hold", {}).get("ferrio", []), "connections") or 19000
     cycles = med(runs.get("churn", {}).get("ferrio", []), "cycles") or 100000
     lines = [BEGIN, ""]
-    lines.append(f"Measured {machine['date']} by `{machine['command']}`: {machine['rounds']} round(s), every "
+    at = f" at commit {machine['commit']}" if machine.get("commit") else ""
+    lines.append(f"Measured {machine['date']}{at} by `{machine['command']}`: {machine['rounds']} round(s), every "
                  "scenario against every server in turn (the order rotates each round); each server "
                  "pinned to CPU 0 (`taskset -c 0`), `ferrio-bench` to CPU 1. Figures are medians over "
                  "the rounds; loss, duplicates and reordering are summed over them. Ratios are ferrio "

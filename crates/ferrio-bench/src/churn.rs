@@ -66,7 +66,7 @@ pub async fn run(args: ChurnArgs) {
     let rss_base = server.and_then(|s| s.rss_kb());
     let files_base = server.and_then(|s| s.open_files());
 
-    let server_cpu0 = server.and_then(|s| s.cpu_s());
+    let server_cpu0 = server.and_then(|s| s.cpu());
     let cpu0 = Cpu::own();
     let started = Instant::now();
     let bar = common.progress(args.cycles as u64, "churn");
@@ -100,10 +100,11 @@ pub async fn run(args: ChurnArgs) {
     if let Some(task) = sampler {
         task.abort();
     }
-    let server_cpu = server
-        .and_then(|s| s.cpu_s())
+    let server_split = server
+        .and_then(|s| s.cpu())
         .zip(server_cpu0)
-        .map(|(b, a)| b - a);
+        .map(|(b, a)| b.since(a));
+    let server_cpu = server_split.map(Cpu::total);
     let cpu = Cpu::own().since(cpu0);
 
     let (rss_end, files_end, settled_s) = settle(server, rss_base, files_base, &args).await;
@@ -159,6 +160,7 @@ pub async fn run(args: ChurnArgs) {
         "server_open_files_baseline": files_base,
         "server_open_files_after": files_end,
         "server_cpu_s": server_cpu,
+        "server_cpu": server_split.map(Cpu::json),
         "server_cpu_us_per_cycle": server_cpu.map(|c| c * 1e6 / args.cycles.max(1) as f64),
         "loadgen_cpu": cpu.json(),
     });

@@ -86,7 +86,7 @@ pub async fn run(args: EchoArgs) {
     let origin = Instant::now();
     let start = origin + Duration::from_millis(50);
     let stop_at = start + Duration::from_secs_f64(args.duration + args.drain);
-    let server_cpu0 = server.and_then(|s| s.cpu_s());
+    let server_cpu0 = server.and_then(|s| s.cpu());
     let cpu0 = Cpu::own();
     let mut tasks = Vec::with_capacity(n);
     for (i, conn) in conns.into_iter().enumerate() {
@@ -121,10 +121,11 @@ pub async fn run(args: EchoArgs) {
     watch.abort();
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
-    let server_cpu = server
-        .and_then(|s| s.cpu_s())
+    let server_split = server
+        .and_then(|s| s.cpu())
         .zip(server_cpu0)
-        .map(|(b, a)| b - a);
+        .map(|(b, a)| b.since(a));
+    let server_cpu = server_split.map(Cpu::total);
     let cpu = Cpu::own().since(cpu0);
     let tally = tally.borrow();
     let lost = tally.sent - tally.acked.min(tally.sent);
@@ -160,6 +161,7 @@ pub async fn run(args: EchoArgs) {
         "unexpected": tally.unexpected,
         "latency": latency_json(&tally.latency),
         "server_cpu_s": server_cpu,
+        "server_cpu": server_split.map(Cpu::json),
         "server_cpu_us_per_request": server_us_per_request,
         "loadgen_cpu": cpu.json(),
     });

@@ -167,7 +167,7 @@ pub async fn run(args: FanoutArgs) {
 
     let pad = "x".repeat(args.payload_bytes);
     let bar = common.progress(messages, "publish");
-    let server_cpu0 = server.and_then(|s| s.cpu_s());
+    let server_cpu0 = server.and_then(|s| s.cpu());
     let cpu0 = Cpu::own();
     let start = Instant::now();
     let start_us = start.duration_since(origin).as_micros() as u64;
@@ -258,10 +258,11 @@ pub async fn run(args: FanoutArgs) {
         }
     }
     bar.finish_and_clear();
-    let server_cpu = server
-        .and_then(|s| s.cpu_s())
+    let server_split = server
+        .and_then(|s| s.cpu())
         .zip(server_cpu0)
-        .map(|(b, a)| b - a);
+        .map(|(b, a)| b.since(a));
+    let server_cpu = server_split.map(Cpu::total);
     let cpu = Cpu::own().since(cpu0);
     let tally = tally.borrow();
     let span_s = (tally.last_delivery_us.saturating_sub(start_us)) as f64 / 1e6;
@@ -311,6 +312,7 @@ pub async fn run(args: FanoutArgs) {
         "deliveries_per_s": rate,
         "latency": latency_json(&tally.latency),
         "server_cpu_s": server_cpu,
+        "server_cpu": server_split.map(Cpu::json),
         "deliveries_per_server_cpu_s": per_server_cpu_s,
         "loadgen_cpu": cpu.json(),
         "loadgen_cpu_us_per_delivery": cpu.total() * 1e6 / tally.distinct.max(1) as f64,

@@ -108,6 +108,12 @@ impl Server {
 
     /// User + system CPU seconds of every thread, dead ones included.
     pub fn cpu_s(self) -> Option<f64> {
+        self.cpu().map(Cpu::total)
+    }
+
+    /// CPU time of every thread, dead ones included, split into user and system (kernel:
+    /// on loopback, the system time of a write includes the receiving side's TCP work).
+    pub fn cpu(self) -> Option<Cpu> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         // Fields after the command (which may hold spaces) start at the state, field 3.
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -118,7 +124,10 @@ impl Server {
             .ok()
             .flatten()
             .unwrap_or(100) as f64;
-        Some((utime + stime) / ticks)
+        Some(Cpu {
+            user: utime / ticks,
+            system: stime / ticks,
+        })
     }
 
     /// Open file descriptors.
