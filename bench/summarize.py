@@ -193,7 +193,7 @@ def main():
     at = f" at commit {machine['commit']}" if machine.get("commit") else ""
     lines.append(f"Measured {machine['date']}{at} by `{machine['command']}`: {machine['rounds']} round(s), every "
                  "scenario against every server in turn (the order rotates each round); each server "
-                 "pinned to CPU 0 (`taskset -c 0`), `ferrio-bench` to CPU 1. Figures are medians over "
+                 f"pinned to CPU 0 (`taskset -c 0`), `ferrio-bench` to CPU 1, both at nice {machine.get('nice', 0)}. Figures are medians over "
                  "the rounds; loss, duplicates and reordering are summed over them. Ratios are ferrio "
                  "against the peer, marked better or worse for ferrio.")
     lines.append("")
