@@ -8,8 +8,10 @@
 
 pub mod engine;
 pub mod error;
+pub mod payload;
 pub mod session;
 pub mod socket;
 pub mod ws;
 
 pub use error::ProtocolError;
+pub use payload::Payload;

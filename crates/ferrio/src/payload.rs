@@ -5,94 +5,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use ferrio_proto::socket::{placeholder, placeholder_index};
+pub use ferrio_proto::payload::Payload;
 
 use crate::Socket;
-
-/// The arguments of an event or an acknowledgement.
-///
-/// Binary data rides as attachments: each one is referenced from the arguments by a
-/// `{"_placeholder":true,"num":N}` object, which is how every Socket.IO client encodes it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload {
-    pub args: Vec<Value>,
-    pub attachments: Vec<Bytes>,
-}
-
-impl Payload {
-    /// No arguments.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// These JSON arguments.
-    pub fn args(args: Vec<Value>) -> Self {
-        Self {
-            args,
-            attachments: Vec::new(),
-        }
-    }
-
-    /// Any serializable value as one argument (`Value::Null` when it cannot be serialized).
-    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Self {
-        Self::args(vec![serde_json::to_value(value).unwrap_or(Value::Null)])
-    }
-
-    /// Appends a JSON argument.
-    pub fn arg(mut self, value: impl Into<Value>) -> Self {
-        self.args.push(value.into());
-        self
-    }
-
-    /// Appends a binary argument.
-    pub fn binary(mut self, bytes: impl Into<Bytes>) -> Self {
-        self.args.push(placeholder(self.attachments.len()));
-        self.attachments.push(bytes.into());
-        self
-    }
-
-    /// The bytes of argument `index`, when it is a binary placeholder.
-    pub fn binary_arg(&self, index: usize) -> Option<&Bytes> {
-        let num = placeholder_index(self.args.get(index)?)?;
-        self.attachments.get(num)
-    }
-
-    /// Deserializes argument `index`.
-    pub fn arg_as<T: DeserializeOwned>(&self, index: usize) -> Result<T, serde_json::Error> {
-        T::deserialize(self.args.get(index).unwrap_or(&Value::Null))
-    }
-}
-
-impl From<Value> for Payload {
-    /// One argument (an array stays one array argument).
-    fn from(value: Value) -> Self {
-        Self::args(vec![value])
-    }
-}
-
-impl From<&str> for Payload {
-    fn from(value: &str) -> Self {
-        Self::args(vec![Value::from(value)])
-    }
-}
-
-impl From<String> for Payload {
-    fn from(value: String) -> Self {
-        Self::args(vec![Value::from(value)])
-    }
-}
-
-impl From<()> for Payload {
-    fn from((): ()) -> Self {
-        Self::default()
-    }
-}
-
-impl From<Bytes> for Payload {
-    fn from(value: Bytes) -> Self {
-        Self::new().binary(value)
-    }
-}
 
 /// An event a client sent.
 #[derive(Debug)]
