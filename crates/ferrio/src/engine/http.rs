@@ -15,6 +15,7 @@ use super::connection::{Connection, Control, Frame, PollReply, PostReply, Transp
 use super::driver::Driver;
 use super::{Engine, SessionFactory};
 use crate::config::Cors;
+use crate::service::RequestBody;
 use crate::{Handshake, Sid};
 
 /// The body of every response ferrio writes.
@@ -85,9 +86,7 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
 pub(crate) async fn handle_request<F, B>(engine: &Arc<Engine<F>>, req: Request<B>) -> Response<ResponseBody>
 where
     F: SessionFactory,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody,
 {
     let cors = cors_headers(&engine.config.cors, &req);
     let mut res = route(engine, req).await;
@@ -100,9 +99,7 @@ where
 async fn route<F, B>(engine: &Arc<Engine<F>>, req: Request<B>) -> Response<ResponseBody>
 where
     F: SessionFactory,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody,
 {
     if req.method() == Method::OPTIONS && engine.config.cors != Cors::Off {
         return preflight(&req);
@@ -214,9 +211,7 @@ async fn polling_request<F, B>(
 ) -> Response<ResponseBody>
 where
     F: SessionFactory,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody,
 {
     match *req.method() {
         Method::GET => {
@@ -257,9 +252,7 @@ async fn post_request<F, B>(
 ) -> Response<ResponseBody>
 where
     F: SessionFactory,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody,
 {
     // Binary payloads travel as base64 text in v4; a binary content type is a v3 client.
     let binary = req
