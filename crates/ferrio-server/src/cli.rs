@@ -208,7 +208,8 @@ pub async fn run() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
-            match crate::server::serve(loaded).await {
+            let reload: crate::server::Reload = Box::new(move || args.load());
+            match crate::server::serve_reloadable(loaded, Some(reload)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

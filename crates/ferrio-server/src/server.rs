@@ -201,20 +201,6 @@ impl Hooks {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending().await,
-            }
-        } => {}
-    }
-}
-
 /// The refusal to start a server that anyone could reach without credentials.
 pub fn check_exposure(settings: &Settings) -> Result<(), String> {
     if !settings.auth_enabled() && !settings.listen.ip().is_loopback() && !settings.insecure {
@@ -227,8 +213,19 @@ pub fn check_exposure(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// Loads the configuration again (on SIGHUP).
+pub type Reload = Box<dyn Fn() -> Result<Loaded, crate::config::ConfigError> + Send + Sync>;
+
 /// Runs `ferrio serve` until SIGTERM or Ctrl-C.
 pub async fn serve(loaded: Loaded) -> Result<(), Box<dyn std::error::Error>> {
+    serve_reloadable(loaded, None).await
+}
+
+/// [`serve`], reloading what SIGHUP can change with `reload`.
+pub async fn serve_reloadable(
+    loaded: Loaded,
+    reload: Option<Reload>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let Loaded {
         settings,
         ignored_env,
@@ -238,6 +235,11 @@ pub async fn serve(loaded: Loaded) -> Result<(), Box<dyn std::error::Error>> {
         warn!(variable = %name, "ignoring an environment variable that names no configuration key");
     }
     check_exposure(&settings)?;
+    let prometheus = if settings.metrics.enabled {
+        crate::metrics::install()
+    } else {
+        None
+    };
     let stats = Arc::new(Stats::default());
     let auth = if settings.auth_enabled() {
         Some(Arc::new(Authenticator::new(&settings, &layers).await?))
@@ -274,7 +276,27 @@ pub async fn serve(loaded: Loaded) -> Result<(), Box<dyn std::error::Error>> {
         stats: stats.clone(),
     });
 
-    let mut builder = Io::builder(config)
+    let redis = match &settings.cluster.redis_url {
+        Some(url) => {
+            let mode = match settings.cluster.mode.as_str() {
+                "sharded" => ferrio_redis::Mode::Sharded,
+                _ => ferrio_redis::Mode::Classic,
+            };
+            let redis = ferrio_redis::RedisAdapter::builder(url.as_str())
+                .key(settings.cluster.key.as_str())
+                .mode(mode)
+                .connect()
+                .await?;
+            info!(mode = ?mode, key = %settings.cluster.key, "cluster: Redis adapter connected");
+            Some(Arc::new(redis))
+        }
+        None => None,
+    };
+    let mut builder = Io::builder(config);
+    if let Some(redis) = &redis {
+        builder = builder.adapter(redis.factory());
+    }
+    let mut builder = builder
         .observer(LimitsObserver(limits.clone()))
         .observer(SlotsObserver(slots));
     for name in settings.namespaces.iter() {
@@ -334,8 +356,41 @@ pub async fn serve(loaded: Loaded) -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
+    let readiness = crate::health::Readiness::new(redis.clone().map(|r| {
+        let healthy: Box<dyn Fn() -> bool + Send + Sync> = Box::new(move || r.is_healthy());
+        healthy
+    }));
+    let api_keys = Arc::new(crate::api::ApiKeys::new(settings.api.keys.iter()));
+    let api = Arc::new(crate::api::Api {
+        io: io.clone(),
+        keys: api_keys.clone(),
+        max_body: settings.api.max_body,
+        node_id: settings.cluster.node_id.clone().unwrap_or_else(node_name),
+        clustered: redis.is_some(),
+    });
+    if api_keys.any() {
+        info!("HTTP API on /api/");
+    }
+    let front = crate::front::Front::new(Gate::new(io.clone(), limits), api, readiness.clone(), prometheus);
+    let reload_keys = move || {
+        let Some(reload) = &reload else {
+            return;
+        };
+        match reload() {
+            Ok(fresh) => {
+                api_keys.replace(fresh.settings.api.keys.iter());
+                info!(
+                    api_keys = fresh.settings.api.keys.0.len(),
+                    "configuration reloaded (API keys)"
+                );
+            }
+            Err(e) => warn!(error = %e, "reload failed; keeping the running configuration"),
+        }
+    };
+
     let closing = io.clone();
     let grace = settings.shutdown_timeout.0;
+    let drain_delay = settings.drain.delay.0;
     let options = ServeOptions {
         header_read_timeout: settings.limits.handshake_timeout.0,
         max_header_bytes: settings.limits.max_header_bytes,
@@ -343,11 +398,11 @@ pub async fn serve(loaded: Loaded) -> Result<(), Box<dyn std::error::Error>> {
     };
     ferrio::serve_with(
         listener,
-        Gate::new(io.clone(), limits),
+        front,
         async move {
-            shutdown_signal().await;
+            crate::drain::until_stop(reload_keys).await;
             info!(connections = closing.connection_count(), "shutting down");
-            let left = closing.close(grace).await;
+            let left = crate::drain::drain(&closing, &readiness, drain_delay, grace).await;
             info!(left, "connections closed");
         },
         options,
@@ -359,4 +414,14 @@ pub async fn serve(loaded: Loaded) -> Result<(), Box<dyn std::error::Error>> {
     }
     info!(refused = %stats.summary(), "stopped");
     Ok(())
+}
+
+/// This machine's name, for `/api/stats` when `cluster.node_id` is unset.
+fn node_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ferrio".into())
 }

@@ -88,6 +88,7 @@ impl Stats {
     pub fn count(&self, r: impl Into<Rejection>) {
         let r = r.into();
         self.counts[r as usize].fetch_add(1, Ordering::Relaxed);
+        crate::metrics::rejection(r, 1);
     }
 
     pub fn get(&self, r: Rejection) -> u64 {

@@ -3,6 +3,7 @@
 //! and its source.
 
 pub mod layers;
+pub mod ops;
 pub mod values;
 
 use std::net::SocketAddr;
@@ -43,6 +44,11 @@ pub struct Settings {
     pub origin: OriginSettings,
     pub rooms: RoomSettings,
     pub limits: LimitSettings,
+    pub api: ops::ApiSettings,
+    pub metrics: ops::MetricsSettings,
+    pub drain: ops::DrainSettings,
+    pub cluster: ops::ClusterSettings,
+    pub recovery: ops::RecoverySettings,
 }
 
 impl Default for Settings {
@@ -62,6 +68,11 @@ impl Default for Settings {
             origin: OriginSettings::default(),
             rooms: RoomSettings::default(),
             limits: LimitSettings::default(),
+            api: ops::ApiSettings::default(),
+            metrics: ops::MetricsSettings::default(),
+            drain: ops::DrainSettings::default(),
+            cluster: ops::ClusterSettings::default(),
+            recovery: ops::RecoverySettings::default(),
         }
     }
 }
@@ -434,6 +445,9 @@ impl Settings {
         crate::origin::OriginPolicy::validate(self, layers)?;
         crate::rooms::validate(self, layers)?;
         crate::auth::validate(self, layers)?;
+        if let Err((key, message)) = ops::validate(&self.cluster, &self.api) {
+            return err(key, message);
+        }
         Ok(())
     }
 
@@ -451,6 +465,10 @@ impl Settings {
         if let Some(url) = &shown.auth.jwks_url {
             shown.auth.jwks_url = Some(redact_url(url));
         }
+        shown.api.keys = List(shown.api.keys.iter().map(|_| REDACTED.to_owned()).collect());
+        if let Some(url) = &shown.cluster.redis_url {
+            shown.cluster.redis_url = Some(redact_url(url));
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
@@ -463,6 +481,7 @@ impl Settings {
             max_payload: self.max_payload,
             connect_timeout: self.connect_timeout.0,
             transports: ferrio::Transports::parse(&self.transports.0.join(",")).unwrap_or_default(),
+            recovery: self.recovery.library_config(),
             ..ferrio::Config::default()
         }
     }
@@ -484,6 +503,11 @@ fn top_level_keys() -> Vec<&'static str> {
         "origin",
         "rooms",
         "limits",
+        "api",
+        "metrics",
+        "drain",
+        "cluster",
+        "recovery",
     ]
 }
 
@@ -510,6 +534,8 @@ fn known_keys(section: Option<&str>) -> Vec<String> {
     full.auth.issuer = Some(String::new());
     full.origin.allowed = Some(List::default());
     full.origin.allow_missing = Some(false);
+    full.cluster.redis_url = Some(String::new());
+    full.cluster.node_id = Some(String::new());
     full.limits.resolve(false);
     let value = toml::Value::try_from(&full).unwrap_or(toml::Value::Table(Default::default()));
     let table = match section {

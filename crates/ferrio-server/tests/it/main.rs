@@ -1,9 +1,11 @@
 //! Integration tests of `ferrio serve` and its security layer (one test binary).
 
+mod api;
 mod auth;
 mod cli;
 mod config;
 mod jwks;
 mod limits;
+mod ops;
 mod origin;
 mod support;

@@ -164,6 +164,31 @@ impl Server {
         self.stderr.lock().clone()
     }
 
+    /// The configuration file the server was started with (rewrite it, then SIGHUP).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.0.join("ferrio.toml")
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`) by PID.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args([&format!("-{name}"), &pid]).status();
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it did not.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.addr)
     }

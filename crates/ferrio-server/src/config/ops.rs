@@ -1,0 +1,136 @@
+//! The operations sections of the configuration: the HTTP API, metrics, drain, cluster
+//! adapter and connection-state recovery.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{self, List, Millis, Secs};
+
+/// The HTTP API under `/api/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    /// Keys a backend sends as `Authorization: Bearer <key>` (or `X-Api-Key`). No key turns
+    /// the API off (404). Reloaded on SIGHUP.
+    pub keys: List,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            keys: List::default(),
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+/// `/metrics` in the Prometheus text format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// What happens on SIGTERM: `/readyz` turns false for `delay` (load balancers stop sending
+/// new clients), then connections close; everything ends within `shutdown_timeout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrainSettings {
+    pub delay: Millis,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        Self {
+            delay: Millis(Duration::ZERO),
+        }
+    }
+}
+
+/// Several nodes sharing a Redis (`ferrio-redis`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// `redis://host:6379`; unset runs a single node.
+    #[serde(
+        deserialize_with = "values::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub redis_url: Option<String>,
+    /// Channel prefix, the same on every node.
+    #[serde(deserialize_with = "values::text")]
+    pub key: String,
+    /// `classic` or `sharded` (Redis >= 7), the same on every node.
+    #[serde(deserialize_with = "values::text")]
+    pub mode: String,
+    /// This node's name in `/api/stats` (default: the host name).
+    #[serde(
+        deserialize_with = "values::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_id: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key: "socket.io".into(),
+            mode: "classic".into(),
+            node_id: None,
+        }
+    }
+}
+
+/// Connection-state recovery (socket.io-client >= 4.6): a client that lost its connection
+/// gets its id, rooms and missed packets back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecoverySettings {
+    pub enabled: bool,
+    pub max_disconnection_duration: Secs,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_disconnection_duration: Secs(Duration::from_secs(120)),
+        }
+    }
+}
+
+impl RecoverySettings {
+    pub fn library_config(&self) -> Option<ferrio::RecoveryConfig> {
+        self.enabled.then(|| ferrio::RecoveryConfig {
+            max_disconnection_duration: self.max_disconnection_duration.0,
+            ..ferrio::RecoveryConfig::default()
+        })
+    }
+}
+
+/// Checks of the operations sections.
+pub fn validate(cluster: &ClusterSettings, api: &ApiSettings) -> Result<(), (&'static str, String)> {
+    if !matches!(cluster.mode.as_str(), "classic" | "sharded") {
+        return Err((
+            "cluster.mode",
+            format!("{:?} is not `classic` or `sharded`", cluster.mode),
+        ));
+    }
+    if api.keys.iter().any(|k| k.len() < 16) {
+        return Err(("api.keys", "every key must be at least 16 characters".into()));
+    }
+    if api.max_body == 0 {
+        return Err(("api.max_body", "must be positive".into()));
+    }
+    Ok(())
+}

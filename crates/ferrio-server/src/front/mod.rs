@@ -1,0 +1,118 @@
+//! The HTTP front of `ferrio serve`: `/api/`, `/metrics`, `/healthz` and `/readyz` on the
+//! server's port; new handshakes are refused (503) while draining; everything else goes to
+//! the connection gate and the Socket.IO server.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ferrio::engine::ResponseBody;
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tower::Service;
+
+use crate::api::{Api, json_response};
+use crate::health::Readiness;
+use crate::limits::Gate;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Routes the operations endpoints and passes the rest on.
+#[derive(Clone, Debug)]
+pub struct Front {
+    gate: Gate,
+    api: Arc<Api>,
+    readiness: Arc<Readiness>,
+    metrics: Option<PrometheusHandle>,
+    path: Arc<str>,
+}
+
+impl Front {
+    pub fn new(
+        gate: Gate,
+        api: Arc<Api>,
+        readiness: Arc<Readiness>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        let path = Arc::from(api.io.config().path.as_str());
+        Self {
+            gate,
+            api,
+            readiness,
+            metrics,
+            path,
+        }
+    }
+
+    fn is_handshake<B>(&self, req: &Request<B>) -> bool {
+        req.method() == Method::GET
+            && req.uri().path().starts_with(&*self.path)
+            && !req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .any(|pair| pair.split('=').next() == Some("sid"))
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(ResponseBody::from(body))
+        .unwrap_or_default()
+}
+
+impl Service<Request<Incoming>> for Front {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let path = req.uri().path();
+        if path == "/api" || path.starts_with("/api/") {
+            let api = self.api.clone();
+            return Box::pin(async move { Ok(api.handle(req).await) });
+        }
+        let answer = match path {
+            "/healthz" => Some(text(StatusCode::OK, "text/plain", "ok\n".into())),
+            "/readyz" => {
+                let (ready, why) = self.readiness.check();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                Some(text(status, "text/plain", format!("{why}\n")))
+            }
+            "/metrics" => Some(match &self.metrics {
+                Some(handle) => {
+                    // Refreshes the adapter gauge at every scrape.
+                    let _ = self.readiness.check();
+                    handle.run_upkeep();
+                    text(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+                }
+                None => text(StatusCode::NOT_FOUND, "text/plain", "metrics are off\n".into()),
+            }),
+            _ if self.readiness.draining() && self.is_handshake(&req) => Some(json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "code": 4, "message": "server draining" }),
+            )),
+            _ => None,
+        };
+        match answer {
+            Some(res) => Box::pin(std::future::ready(Ok(res))),
+            None => Box::pin(self.gate.call(req)),
+        }
+    }
+}
