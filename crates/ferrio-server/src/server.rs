@@ -391,6 +391,7 @@ pub async fn serve_reloadable(
     let closing = io.clone();
     let grace = settings.shutdown_timeout.0;
     let drain_delay = settings.drain.delay.0;
+    let drain_window = settings.drain.window.0;
     let options = ServeOptions {
         header_read_timeout: settings.limits.handshake_timeout.0,
         max_header_bytes: settings.limits.max_header_bytes,
@@ -402,7 +403,7 @@ pub async fn serve_reloadable(
         async move {
             crate::drain::until_stop(reload_keys).await;
             info!(connections = closing.connection_count(), "shutting down");
-            let left = crate::drain::drain(&closing, &readiness, drain_delay, grace).await;
+            let left = crate::drain::drain(&closing, &readiness, drain_delay, drain_window, grace).await;
             info!(left, "connections closed");
         },
         options,

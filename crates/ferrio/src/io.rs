@@ -217,6 +217,18 @@ impl Io {
         self.0.engine.session_count()
     }
 
+    /// Closes up to `n` connections as the server going away (clients see a transport close
+    /// and reconnect, to another node behind a load balancer) without waiting; returns how
+    /// many it closed. For draining a node in batches.
+    pub fn close_connections(&self, n: usize) -> usize {
+        self.0.engine.close_some(n, CloseReason::ServerShuttingDown)
+    }
+
+    /// Waits until every connection is gone or `deadline` passes; returns how many are left.
+    pub async fn wait_closed(&self, deadline: Duration) -> usize {
+        self.0.engine.wait_empty(deadline).await
+    }
+
     /// Closes every connection (clients see a transport close and reconnect elsewhere) and
     /// waits up to `deadline` for them to finish. Returns how many were still open.
     pub async fn close(&self, deadline: Duration) -> usize {

@@ -46,12 +46,17 @@ impl Default for MetricsSettings {
 #[serde(default)]
 pub struct DrainSettings {
     pub delay: Millis,
+    /// Connections are closed in batches spread over this window (bounded by what is left of
+    /// `shutdown_timeout`), so the clients' reconnections do not land on the other nodes at
+    /// once.
+    pub window: Millis,
 }
 
 impl Default for DrainSettings {
     fn default() -> Self {
         Self {
             delay: Millis(Duration::ZERO),
+            window: Millis(Duration::from_secs(5)),
         }
     }
 }

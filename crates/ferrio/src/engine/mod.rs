@@ -134,13 +134,31 @@ impl<F: SessionFactory> Engine<F> {
         }
     }
 
+    /// Closes up to `n` sessions that are not closing yet; returns how many it closed.
+    pub(crate) fn close_some(&self, n: usize, reason: CloseReason) -> usize {
+        let open: Vec<Arc<Connection>> = self
+            .sessions
+            .read()
+            .values()
+            .filter(|c| c.close_requested().is_none())
+            .take(n)
+            .cloned()
+            .collect();
+        for conn in &open {
+            conn.close(reason);
+        }
+        open.len()
+    }
+
     /// Closes every session with `reason` and waits until all are gone, or `deadline` passes.
     /// Returns the number of sessions still open.
     pub(crate) async fn close_all(&self, reason: CloseReason, deadline: Duration) -> usize {
-        let all: Vec<Arc<Connection>> = self.sessions.read().values().cloned().collect();
-        for conn in &all {
-            conn.close(reason);
-        }
+        self.close_some(usize::MAX, reason);
+        self.wait_empty(deadline).await
+    }
+
+    /// Waits until every session is gone or `deadline` passes; returns how many are left.
+    pub(crate) async fn wait_empty(&self, deadline: Duration) -> usize {
         let wait = async {
             loop {
                 let emptied = self.emptied.notified();

@@ -151,3 +151,20 @@ async fn overlapping_posts_end_the_session() {
     assert_eq!(res.status, 400, "the session is over: {res:?}");
     assert_healthy(server.addr).await;
 }
+
+#[tokio::test]
+async fn close_connections_closes_a_batch_and_wait_closed_sees_the_rest_go() {
+    let server = start(Io::builder(Config::default()).ns("/", |ns| ns).build()).await;
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let mut c = WsClient::connect(server.addr).await;
+        c.connect_ns("/").await;
+        clients.push(c);
+    }
+    assert_eq!(server.io.connection_count(), 10);
+    assert_eq!(server.io.close_connections(3), 3);
+    crate::support::eventually("three closed", || server.io.connection_count() == 7).await;
+    // Closing is idempotent: the three already closing are not picked again.
+    assert_eq!(server.io.close_connections(100), 7);
+    assert_eq!(server.io.wait_closed(std::time::Duration::from_secs(5)).await, 0);
+}
