@@ -113,6 +113,7 @@ ROWS = [
     ("churn", "cycles/s (offered 2,000/s)", "cycles_per_s", "", "med", True, 0),
     ("churn", "failed cycles (all rounds)", "failed", "", "sum", False, 0),
     ("churn", "server RSS baseline → peak → after", "RSS3", "", "med", False, 0),
+    ("churn", "server RSS half-way → end of the cycles (a leak keeps climbing)", "RSS_TREND", "", "med", False, 0),
     ("churn", "**RSS after / baseline**", "rss_after_over_baseline", "", "med", False, 3),
     ("churn", "server open files baseline → after", "FILES", "", "med", False, 0),
     ("churn", "server CPU per cycle", "server_cpu_us_per_cycle", " µs", "med", False, 1),
@@ -154,6 +155,16 @@ def cell(scenario, runs, path, unit, how, digits):
                 if (r.get("server_cpu") or {}).get("total_s")]
         v = statistics.median(vals) if vals else None
         return fmt(v, unit, digits), None
+    if path == "RSS_TREND":
+        mids, ends = [], []
+        for _, r in runs:
+            t = r.get("server_rss_timeline_kb") or []
+            if len(t) >= 2:
+                mids.append(t[len(t) // 2][1])
+                ends.append(t[-1][1])
+        if not mids:
+            return "–", None
+        return f"{fmt(statistics.median(mids), '', 0)} → {fmt(statistics.median(ends), ' KB', 0)}", None
     if path == "RSS3":
         return (f"{fmt(med(runs, 'server_rss_baseline_kb'), '', 0)} → {fmt(med(runs, 'server_rss_peak_kb'), '', 0)}"
                 f" → {fmt(med(runs, 'server_rss_after_kb'), ' KB', 0)}"), None
@@ -224,6 +235,8 @@ def main():
                 text, v = cell(sc, by_server.get(s, []), path, unit, how, digits)
                 cells.append(text)
                 values[s] = v
+            if all(c == "–" for c in cells):
+                continue
             ratios = [ratio(values.get("ferrio"), values.get(p), hib) if how == "med" else "" for p in peers]
             lines.append(f"| {label.format(n=f'{int(n_hold):,}')} | " + " | ".join(cells)
                          + "".join(f" | {r}" for r in ratios) + " |")
@@ -238,7 +251,7 @@ def main():
     lines.append("")
     lines.extend(targets(runs))
     lines.append("")
-    lines.append(f"Raw results of this run: one JSON line per run in `{os.path.relpath(out)}` "
+    lines.append(f"Raw results of this run: one JSON line per run in `bench/out/{os.path.basename(out.rstrip('/'))}/` "
                  "(not committed).")
     lines.append("")
     lines.append(END)

@@ -71,13 +71,23 @@ pub async fn run(args: ChurnArgs) {
     let started = Instant::now();
     let bar = common.progress(args.cycles as u64, "churn");
     let peak = Rc::new(std::cell::Cell::new(rss_base.unwrap_or(0)));
+    // RSS every 5 seconds: a leak climbs with the cycles, an allocator's high-water mark
+    // levels off.
+    let timeline = Rc::new(RefCell::new(Vec::<[f64; 2]>::new()));
     let sampler = server.map(|s| {
-        let peak = peak.clone();
+        let (peak, timeline) = (peak.clone(), timeline.clone());
         tokio::task::spawn_local(async move {
+            let mut tick = 0u32;
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                tick += 1;
                 if let Some(rss) = s.rss_kb() {
                     peak.set(peak.get().max(rss));
+                    if tick.is_multiple_of(10) {
+                        timeline
+                            .borrow_mut()
+                            .push([started.elapsed().as_secs_f64().round(), rss as f64]);
+                    }
                 }
             }
         })
@@ -151,6 +161,7 @@ pub async fn run(args: ChurnArgs) {
         "server_rss_cold_kb": rss_cold,
         "server_rss_baseline_kb": rss_base,
         "server_rss_peak_kb": server.map(|_| peak.get()),
+        "server_rss_timeline_kb": *timeline.borrow(),
         "server_rss_after_kb": rss_end,
         "rss_after_over_baseline": ratio,
         "rss_within_tolerance": within,
