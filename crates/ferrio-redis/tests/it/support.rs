@@ -37,6 +37,23 @@ pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> b
     }
 }
 
+/// Whether a Redis server answers PING at `addr` (not just something accepting connections).
+async fn answers_ping(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), stream.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"+PONG\r\n"
+    )
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let l = StdListener::bind("127.0.0.1:0").expect("bind");
@@ -81,6 +98,25 @@ impl Redis {
     }
 
     async fn spawn(&mut self) {
+        // A free port can be taken between the check and redis-server's bind (load tests on
+        // this machine use thousands of ports): then try another one.
+        for attempt in 0..5 {
+            if attempt > 0 {
+                self.port = free_port();
+            }
+            if self.try_spawn().await {
+                return;
+            }
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        panic!("redis-server did not start on five ports in a row");
+    }
+
+    /// Starts redis-server on `self.port`; true once it answers PING.
+    async fn try_spawn(&mut self) -> bool {
         let dir = std::env::temp_dir().join(format!("ferrio-redis-{}", self.port));
         let _ = std::fs::create_dir_all(&dir);
         let child = Command::new(redis_bin("redis-server"))
@@ -103,14 +139,18 @@ impl Redis {
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.port
-            );
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && !matches!(child.try_wait(), Ok(None))
+            {
+                return false;
+            }
+            if answers_ping(addr).await {
+                return true;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        false
     }
 
     pub fn url(&self) -> String {
@@ -132,7 +172,12 @@ impl Redis {
     /// Starts again on the same port.
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        // Same port: the nodes must find Redis where it was.
+        assert!(
+            self.try_spawn().await,
+            "redis-server did not restart on {}",
+            self.port
+        );
     }
 
     pub fn signal(&self, sig: &str) {
