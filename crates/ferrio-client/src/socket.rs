@@ -404,31 +404,31 @@ impl SocketShared {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         };
-        let event = Event {
+        let event = Event::new(
             name,
-            payload: Payload {
+            Payload {
                 args,
                 attachments: packet.attachments,
             },
-            ack: packet.id.map(|id| AckSender {
+            packet.id.map(|id| AckSender {
                 socket: SocketRef {
                     shared: self.clone(),
                     generation,
                 },
                 id,
             }),
-        };
+        );
         let (handler, any) = {
             let handlers = self.handlers.read();
-            (handlers.by_name.get(&event.name).cloned(), handlers.any.clone())
+            (handlers.by_name.get(event.name()).cloned(), handlers.any.clone())
         };
         for listener in any {
             if std::panic::catch_unwind(AssertUnwindSafe(|| listener(&event))).is_err() {
-                tracing::error!(nsp = %self.nsp, event = %event.name, "an on_any handler panicked");
+                tracing::error!(nsp = %self.nsp, event = %event.name(), "an on_any handler panicked");
             }
         }
         if let Some(handler) = handler {
-            let name = event.name.clone();
+            let name = event.name().to_owned();
             if std::panic::catch_unwind(AssertUnwindSafe(|| handler(event))).is_err() {
                 tracing::error!(nsp = %self.nsp, event = %name, "an event handler panicked");
             }

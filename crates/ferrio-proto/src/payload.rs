@@ -147,3 +147,72 @@ impl From<Vec<u8>> for Payload {
         Self::new().binary(value)
     }
 }
+
+/// Answers one event that asked for an acknowledgement (the server's and the client's ack
+/// handles implement it).
+pub trait Ack {
+    /// Sends the acknowledgement.
+    fn send_payload(self, payload: Payload);
+}
+
+/// An event the other side sent, with the handle that acknowledges it when it asked for one.
+#[derive(Debug)]
+pub struct Event<A> {
+    name: String,
+    payload: Payload,
+    ack: Option<A>,
+}
+
+impl<A: Ack> Event<A> {
+    /// An event as a peer's packet decoded.
+    pub fn new(name: String, payload: Payload, ack: Option<A>) -> Self {
+        Self { name, payload, ack }
+    }
+
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its arguments.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    /// Its JSON arguments (binary ones appear as placeholders).
+    pub fn args(&self) -> &[Value] {
+        &self.payload.args
+    }
+
+    /// Deserializes argument `index`.
+    pub fn arg<T: DeserializeOwned>(&self, index: usize) -> Result<T, serde_json::Error> {
+        self.payload.arg_as(index)
+    }
+
+    /// The bytes of argument `index`, when it is binary.
+    pub fn binary(&self, index: usize) -> Option<&Bytes> {
+        self.payload.binary_arg(index)
+    }
+
+    /// Whether the peer asked for an acknowledgement.
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
+    /// Takes the acknowledgement handle, if the peer asked for one.
+    pub fn take_ack(&mut self) -> Option<A> {
+        self.ack.take()
+    }
+
+    /// Acknowledges with `payload` (nothing happens if no ack was asked for).
+    pub fn ack(&mut self, payload: impl Into<Payload>) {
+        if let Some(ack) = self.ack.take() {
+            ack.send_payload(payload.into());
+        }
+    }
+
+    /// Splits the event into its name, payload and ack handle.
+    pub fn into_parts(self) -> (String, Payload, Option<A>) {
+        (self.name, self.payload, self.ack)
+    }
+}

@@ -102,17 +102,17 @@ impl Client {
                 if !args.is_empty() {
                     args.remove(0);
                 }
-                let event = Event {
+                let event = Event::new(
                     name,
-                    payload: Payload {
+                    Payload {
                         args,
                         attachments: packet.attachments,
                     },
-                    ack: packet.id.map(|id| AckSender {
+                    packet.id.map(|id| AckSender {
                         socket: socket.clone(),
                         id,
                     }),
-                };
+                );
                 socket.ns().dispatch(socket, event);
             }
             PacketType::Ack | PacketType::BinaryAck => {
