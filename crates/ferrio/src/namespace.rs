@@ -399,8 +399,4 @@ impl Namespace {
             f(socket, event);
         }
     }
-
-    pub(crate) fn encode_event(&self, event: &str, payload: Payload, id: Option<u64>) -> EncodedPacket {
-        EncodedPacket::event(self.name(), event, payload, id)
-    }
 }

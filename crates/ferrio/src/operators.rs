@@ -105,7 +105,7 @@ impl BroadcastOperator {
             return Err(AdapterError::ReservedEvent);
         }
         let id = self.ns.next_ack_id();
-        let packet = self.ns.encode_event(event, payload.into(), Some(id));
+        let packet = self.ns.encode_for(event, payload.into(), Some(id), &self.opts);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let timeout = self.opts.flags.timeout.unwrap_or(self.ns.ack_timeout());
         let deadline = tokio::time::Instant::now() + timeout;
@@ -129,19 +129,19 @@ impl BroadcastOperator {
 
     /// The selected sockets, on every node.
     pub async fn fetch_sockets(&self) -> Result<Vec<SocketInfo>, AdapterError> {
-        self.ns.adapter().fetch_sockets(self.effective()).await
+        self.ns.adapter().fetch_sockets(self.opts.clone()).await
     }
 
     /// Makes the selected sockets join `rooms`, on every node.
     pub async fn sockets_join(&self, rooms: impl IntoRooms) -> Result<(), AdapterError> {
         let rooms: Vec<Room> = rooms.into_rooms().into_vec();
-        self.ns.adapter().add_sockets(self.effective(), rooms).await
+        self.ns.adapter().add_sockets(self.opts.clone(), rooms).await
     }
 
     /// Makes the selected sockets leave `rooms`, on every node.
     pub async fn sockets_leave(&self, rooms: impl IntoRooms) -> Result<(), AdapterError> {
         let rooms: Vec<Room> = rooms.into_rooms().into_vec();
-        self.ns.adapter().del_sockets(self.effective(), rooms).await
+        self.ns.adapter().del_sockets(self.opts.clone(), rooms).await
     }
 
     /// Disconnects the selected sockets, on every node (`close` also closes their
@@ -149,11 +149,7 @@ impl BroadcastOperator {
     pub async fn disconnect_sockets(&self, close: bool) -> Result<(), AdapterError> {
         self.ns
             .adapter()
-            .disconnect_sockets(self.effective(), close)
+            .disconnect_sockets(self.opts.clone(), close)
             .await
-    }
-
-    fn effective(&self) -> BroadcastOptions {
-        self.opts.clone()
     }
 }
