@@ -49,6 +49,8 @@ pub struct Settings {
     pub drain: ops::DrainSettings,
     pub cluster: ops::ClusterSettings,
     pub recovery: ops::RecoverySettings,
+    pub webhooks: crate::webhooks::WebhookSettings,
+    pub dashboard: crate::dashboard::DashboardSettings,
 }
 
 impl Default for Settings {
@@ -73,6 +75,8 @@ impl Default for Settings {
             drain: ops::DrainSettings::default(),
             cluster: ops::ClusterSettings::default(),
             recovery: ops::RecoverySettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
+            dashboard: crate::dashboard::DashboardSettings::default(),
         }
     }
 }
@@ -466,6 +470,15 @@ impl Settings {
             shown.auth.jwks_url = Some(redact_url(url));
         }
         shown.api.keys = List(shown.api.keys.iter().map(|_| REDACTED.to_owned()).collect());
+        if shown.webhooks.secret.is_some() {
+            shown.webhooks.secret = Some(REDACTED.into());
+        }
+        if let Some(url) = &shown.webhooks.url {
+            shown.webhooks.url = Some(redact_url(url));
+        }
+        if shown.dashboard.password.is_some() {
+            shown.dashboard.password = Some(REDACTED.into());
+        }
         if let Some(url) = &shown.cluster.redis_url {
             shown.cluster.redis_url = Some(redact_url(url));
         }
@@ -508,6 +521,8 @@ fn top_level_keys() -> Vec<&'static str> {
         "drain",
         "cluster",
         "recovery",
+        "webhooks",
+        "dashboard",
     ]
 }
 
@@ -536,6 +551,9 @@ fn known_keys(section: Option<&str>) -> Vec<String> {
     full.origin.allow_missing = Some(false);
     full.cluster.redis_url = Some(String::new());
     full.cluster.node_id = Some(String::new());
+    full.webhooks.url = Some(String::new());
+    full.webhooks.secret = Some(String::new());
+    full.dashboard.password = Some(String::new());
     full.limits.resolve(false);
     let value = toml::Value::try_from(&full).unwrap_or(toml::Value::Table(Default::default()));
     let table = match section {
