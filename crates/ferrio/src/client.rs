@@ -222,8 +222,7 @@ impl Client {
         self.connect_deadline = None;
         if let Some(restored) = restored {
             socket.set_data(restored.data);
-            ns.adapter()
-                .add_all(socket.id(), restored.rooms.into_iter().collect());
+            socket.add_rooms(restored.rooms.into_iter().collect());
             // As the reference does: the missed packets go out before the CONNECT answer.
             for packet in &restored.missed {
                 let _ = conn.push(packet.frames(), false);

@@ -52,7 +52,7 @@ pub use ferrio_proto as proto;
 pub use handshake::Handshake;
 pub use io::{ConnectionObserver, Io, IoBuilder};
 pub use namespace::{
-    AdapterContext, AdapterFactory, ConnectRequest, Namespace, NamespaceBuilder, ServerEvent,
+    AdapterContext, AdapterFactory, ConnectRequest, Namespace, NamespaceBuilder, RoomChange, ServerEvent,
 };
 pub use operators::{BroadcastAcks, BroadcastOperator};
 pub use payload::{AckSender, Event, Payload};

@@ -14,7 +14,7 @@ use crate::adapter::{Adapter, BoxFuture, EncodedPacket, IntoRooms, LocalAdapter}
 use crate::operators::BroadcastOperator;
 use crate::recovery::Recovery;
 use crate::socket::{ConnectOutcome, DisconnectReason};
-use crate::{Event, Handshake, Payload, Sid, Socket};
+use crate::{Event, Handshake, Payload, Room, Sid, Socket};
 
 /// What a connect hook sees of a connection attempt.
 #[derive(Debug, Clone)]
@@ -31,6 +31,7 @@ type ConnectHook = Arc<dyn Fn(ConnectRequest) -> BoxFuture<'static, ConnectOutco
 type SocketCallback = Box<dyn Fn(&Socket) + Send + Sync>;
 type DisconnectCallback = Box<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
 type EventHandler = Box<dyn Fn(&Socket, Event) + Send + Sync>;
+type RoomCallback = Box<dyn Fn(&Socket, &Room, RoomChange) + Send + Sync>;
 type EventGuard = Box<dyn Fn(&Socket, &Event) -> Result<(), Payload> + Send + Sync>;
 type ServerEventHandler = Box<dyn Fn(&Namespace, ServerEvent) + Send + Sync>;
 
@@ -45,6 +46,16 @@ pub(crate) struct Handlers {
     on_any: Option<EventHandler>,
     guards: Vec<EventGuard>,
     server_events: HashMap<String, ServerEventHandler>,
+    on_room: Vec<RoomCallback>,
+}
+
+/// A socket's membership of a room changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoomChange {
+    /// It joined the room (it was not in it before).
+    Joined,
+    /// It left the room, or disconnected while in it.
+    Left,
 }
 
 /// Declares a namespace's behaviour.
@@ -115,6 +126,15 @@ impl NamespaceBuilder {
         f: impl Fn(&Socket, &Event) -> Result<(), Payload> + Send + Sync + 'static,
     ) -> Self {
         self.handlers.guards.push(Box::new(f));
+        self
+    }
+
+    /// Runs whenever a socket of this namespace joins a room it was not in, or leaves one it
+    /// was in, for whatever reason: its own request, a broadcast operator's `sockets_join`,
+    /// a restored session, or its disconnection (which leaves every room, before the
+    /// disconnect callbacks run). A socket's own-id room is not reported.
+    pub fn on_room_change(mut self, f: impl Fn(&Socket, &Room, RoomChange) + Send + Sync + 'static) -> Self {
+        self.handlers.on_room.push(Box::new(f));
         self
     }
 
@@ -375,6 +395,18 @@ impl Namespace {
     pub(crate) fn run_connect_handlers(&self, socket: &Socket) {
         for f in &self.0.handlers.on_connect {
             f(socket);
+        }
+    }
+
+    /// Whether anything listens to room changes (the membership bookkeeping is skipped
+    /// otherwise).
+    pub(crate) fn watches_rooms(&self) -> bool {
+        !self.0.handlers.on_room.is_empty()
+    }
+
+    pub(crate) fn run_room_handlers(&self, socket: &Socket, room: &Room, change: RoomChange) {
+        for f in &self.0.handlers.on_room {
+            f(socket, room, change);
         }
     }
 

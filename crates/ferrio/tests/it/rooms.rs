@@ -333,3 +333,55 @@ async fn client_can_reconnect_a_namespace_the_server_disconnected_it_from() {
     m[0].client.send(r#"421["echo","again"]"#).await;
     m[0].client.expect(r#"431["again"]"#).await;
 }
+
+/// Every membership change is reported once, whatever caused it: the socket's own join and
+/// leave (repeats included), a selection's `sockets_join`/`sockets_leave`, and the
+/// disconnection, which reports every room left before the disconnect callbacks run.
+#[tokio::test]
+async fn room_changes_are_reported_once_each() {
+    use ferrio::RoomChange;
+    use parking_lot::Mutex;
+    use std::sync::Arc;
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (log, on_disc) = (seen.clone(), seen.clone());
+    let io = Io::builder(Config::default())
+        .ns("/", move |ns| {
+            with_echo(ns)
+                .on_room_change(move |_, room, change| {
+                    let sign = if change == RoomChange::Joined { '+' } else { '-' };
+                    log.lock().push(format!("{sign}{room}"));
+                })
+                .on_disconnect(move |_, _| on_disc.lock().push("disconnect".into()))
+        })
+        .build();
+    let server = start(io).await;
+    let ns = server.io.of("/").expect("namespace");
+    let mut m = members(&server.io, server.addr, 1).await;
+    let socket = m[0].socket.clone();
+    let take = || std::mem::take(&mut *seen.lock());
+
+    socket.join(["a", "b", "a"]);
+    socket.join("a");
+    socket.join(socket.id().as_str());
+    assert_eq!(take(), ["+a", "+b"], "new rooms only, own room never");
+    socket.leave("a");
+    socket.leave("a");
+    socket.leave("never-joined");
+    assert_eq!(take(), ["-a"]);
+    ns.to("b").sockets_join("c").await.expect("sockets_join");
+    ns.to("c").sockets_leave("b").await.expect("sockets_leave");
+    assert_eq!(take(), ["+c", "-b"]);
+
+    let member = m.pop().expect("member");
+    member.client.close().await;
+    eventually("disconnect reported", || {
+        seen.lock().last().map(String::as_str) == Some("disconnect")
+    })
+    .await;
+    assert_eq!(
+        take(),
+        ["-c", "disconnect"],
+        "rooms left before the disconnect callbacks"
+    );
+}
