@@ -15,11 +15,13 @@ use tracing::{info, warn};
 use crate::auth::lifetime::{self, ExpiryScheduler, LifetimeSettings};
 use crate::auth::{AuthSession, Authenticator};
 use crate::config::{Loaded, Settings};
+use crate::events::EventRules;
 use crate::limits::connections::LimitsObserver;
 use crate::limits::events::{EventQuota, Verdict};
 use crate::limits::namespaces::{ConnectionKey, SlotsObserver};
 use crate::limits::{ConnectionLimits, EventLimiter, Gate, NamespaceSlots};
 use crate::origin::OriginPolicy;
+use crate::presence::Announcer;
 use crate::rooms::{RoomPermissions, user_room};
 use crate::stats::{Rejection, Stats};
 
@@ -41,6 +43,9 @@ struct Hooks {
     slots: Arc<NamespaceSlots>,
     event_quota: Option<EventQuota>,
     max_rooms: usize,
+    rules: EventRules,
+    presence_query: bool,
+    announcer: Option<Arc<Announcer>>,
     stats: Arc<Stats>,
 }
 
@@ -158,6 +163,36 @@ impl Hooks {
         Ok(())
     }
 
+    fn check_schema(&self, event: &ferrio::Event) -> Result<(), Payload> {
+        self.rules.check(event.name(), event.args()).inspect_err(|_| {
+            self.stats.count(Rejection::InvalidPayload);
+        })
+    }
+
+    /// The `presence` event: `room` → who is in it, if the socket may see it.
+    async fn presence(self: Arc<Self>, socket: Socket, mut event: ferrio::Event) {
+        let room = match event.args().first() {
+            Some(Value::String(room)) if !room.is_empty() && room.len() <= ferrio::builtins::MAX_NAME_LEN => {
+                room.clone()
+            }
+            _ => return event.ack(json!({ "ok": false, "error": "room must be a non-empty string" })),
+        };
+        if let Some(rooms) = &self.rooms
+            && !rooms.may_view(&socket, &room)
+        {
+            self.stats.count(Rejection::PresenceForbidden);
+            return event.ack(json!({ "ok": false, "error": "forbidden" }));
+        }
+        let answer = match crate::presence::snapshot(socket.ns(), &room).await {
+            Ok(Value::Object(mut found)) => {
+                found.insert("ok".into(), Value::Bool(true));
+                Value::Object(found)
+            }
+            Ok(_) | Err(_) => json!({ "ok": false, "error": "unavailable" }),
+        };
+        event.ack(answer);
+    }
+
     /// The behaviour of every namespace `ferrio serve` offers.
     fn declare(self: &Arc<Self>, ns: NamespaceBuilder) -> NamespaceBuilder {
         let hooks = self.clone();
@@ -176,6 +211,21 @@ impl Hooks {
         if self.max_rooms > 0 {
             let hooks = self.clone();
             ns = ns.guard(move |socket, event| hooks.check_room_count(socket, event));
+        }
+        if self.rules.has_schemas() {
+            let hooks = self.clone();
+            ns = ns.guard(move |_, event| hooks.check_schema(event));
+        }
+        if self.presence_query {
+            let hooks = self.clone();
+            ns = ns.on_async("presence", move |socket, event| {
+                hooks.clone().presence(socket, event)
+            });
+        }
+        if let Some(announcer) = &self.announcer {
+            let announcer = announcer.clone();
+            ns =
+                ns.on_room_change(move |socket, room, change| announcer.on_room_change(socket, room, change));
         }
         ns = match &self.rooms {
             Some(rooms) => RoomEvents::new(RoomPermissions::clone(rooms)).install(ns),
@@ -273,6 +323,9 @@ pub async fn serve_reloadable(
         slots: slots.clone(),
         event_quota: EventQuota::new(&settings.limits),
         max_rooms: settings.limits.max_rooms_per_socket,
+        rules: EventRules::new(&settings, &layers)?,
+        presence_query: settings.presence.query,
+        announcer: Announcer::new(&settings.presence),
         stats: stats.clone(),
     });
 

@@ -38,6 +38,8 @@ rejections! {
     EventFloodClosed => "limits.event_flood_closed",
     JoinForbidden => "rooms.join_forbidden",
     PublishForbidden => "rooms.publish_forbidden",
+    PresenceForbidden => "rooms.presence_forbidden",
+    InvalidPayload => "events.invalid_payload",
     TokenMissing => "auth.token_missing",
     TokenMalformed => "auth.token_malformed",
     AlgorithmNotAllowed => "auth.algorithm_not_allowed",

@@ -9,7 +9,6 @@
 pub mod keys;
 pub mod requests;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -304,29 +303,10 @@ impl Api {
             Ok(ns) => ns,
             Err(res) => return res,
         };
-        let sockets = match ns.to(room.to_owned()).fetch_sockets().await {
-            Ok(s) => s,
-            Err(e) => return adapter_error(e),
-        };
-        let mut users: BTreeMap<String, usize> = BTreeMap::new();
-        let mut anonymous = 0;
-        for socket in &sockets {
-            match socket.data.get("sub").and_then(Value::as_str) {
-                Some(sub) => *users.entry(sub.to_owned()).or_default() += 1,
-                None => anonymous += 1,
-            }
+        match crate::presence::snapshot(&ns, room).await {
+            Ok(body) => ok(body),
+            Err(e) => adapter_error(e),
         }
-        let users: Vec<Value> = users
-            .into_iter()
-            .map(|(user, connections)| json!({ "user": user, "connections": connections }))
-            .collect();
-        ok(json!({
-            "namespace": namespace,
-            "room": room,
-            "users": users,
-            "anonymous": anonymous,
-            "sockets": sockets.len(),
-        }))
     }
 
     fn stats(&self) -> Response<ResponseBody> {

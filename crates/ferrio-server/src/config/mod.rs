@@ -50,6 +50,9 @@ pub struct Settings {
     pub cluster: ops::ClusterSettings,
     pub recovery: ops::RecoverySettings,
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Per client event: a payload schema, webhook forwarding or RPC.
+    pub events: std::collections::BTreeMap<String, crate::events::EventSettings>,
+    pub presence: crate::presence::PresenceSettings,
     pub dashboard: crate::dashboard::DashboardSettings,
 }
 
@@ -76,6 +79,8 @@ impl Default for Settings {
             cluster: ops::ClusterSettings::default(),
             recovery: ops::RecoverySettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            events: Default::default(),
+            presence: crate::presence::PresenceSettings::default(),
             dashboard: crate::dashboard::DashboardSettings::default(),
         }
     }
@@ -449,6 +454,8 @@ impl Settings {
         crate::origin::OriginPolicy::validate(self, layers)?;
         crate::rooms::validate(self, layers)?;
         crate::auth::validate(self, layers)?;
+        crate::events::validate(self, layers)?;
+        crate::presence::validate(self, layers)?;
         if let Err((key, message)) = ops::validate(&self.cluster, &self.api) {
             return err(key, message);
         }
@@ -522,6 +529,8 @@ fn top_level_keys() -> Vec<&'static str> {
         "cluster",
         "recovery",
         "webhooks",
+        "events",
+        "presence",
         "dashboard",
     ]
 }

@@ -35,7 +35,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&b| b == b'*')
 }
 
-fn any_match(patterns: &[String], room: &str) -> bool {
+pub fn any_match(patterns: &[String], room: &str) -> bool {
     patterns.iter().any(|p| glob_match(p, room))
 }
 
@@ -71,6 +71,11 @@ impl RoomPermissions {
         (self.user_room && room.strip_prefix("user:") == Some(identity.sub.as_str()))
             || any_match(&identity.rooms, room)
             || any_match(&self.join, room)
+    }
+
+    /// Whether `socket` may see who is in `room`: it is a member, or may join it.
+    pub fn may_view(&self, socket: &Socket, room: &str) -> bool {
+        socket.rooms().iter().any(|r| r.as_ref() == room) || self.allowed_to_join(socket, room)
     }
 
     /// Leaves every room the socket may no longer join (after its token changed).

@@ -9,4 +9,6 @@ mod jwks;
 mod limits;
 mod ops;
 mod origin;
+mod presence;
+mod schemas;
 mod support;

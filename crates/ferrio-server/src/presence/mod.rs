@@ -1,0 +1,166 @@
+//! Presence: who is in a room, for the `presence` client event and `GET /api/presence/{room}`,
+//! and the optional `presence:join` / `presence:leave` announcements when a user's first
+//! socket enters a room or their last one leaves it.
+//!
+//! A user is a token's `sub`; sockets without one (development mode) each count as an
+//! anonymous user of their own. Announcements are decided on each node from its own sockets:
+//! in a cluster, a user connected to two nodes is announced by each.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use ferrio::{AdapterError, Namespace, Room, RoomChange, Sid, Socket};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{ConfigError, Layers, List, Settings};
+use crate::rooms::any_match;
+
+/// The event a room's members get when a user's first socket joins it.
+pub const JOIN_EVENT: &str = "presence:join";
+/// The event a room's members get when a user's last socket leaves it.
+pub const LEAVE_EVENT: &str = "presence:leave";
+
+/// `[presence]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PresenceSettings {
+    /// Offer the `presence` client event (room → users), checked against room permissions.
+    pub query: bool,
+    /// Rooms (or patterns, `chat:*`) whose members are told with `presence:join` and
+    /// `presence:leave` when a user arrives or goes. None by default.
+    pub announce: List,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self {
+            query: true,
+            announce: List::default(),
+        }
+    }
+}
+
+/// Checks `presence.announce`.
+pub fn validate(settings: &Settings, layers: &Layers) -> Result<(), ConfigError> {
+    for (i, p) in settings.presence.announce.iter().enumerate() {
+        if p.is_empty() || p.len() > ferrio::builtins::MAX_NAME_LEN {
+            return Err(layers.error(
+                &format!("presence.announce[{i}]"),
+                "a room pattern must have 1 to 256 bytes",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The user a socket belongs to: its token's `sub`.
+pub fn user_of(socket: &Socket) -> Option<String> {
+    match socket.data().get("sub") {
+        Some(Value::String(sub)) => Some(sub.clone()),
+        _ => None,
+    }
+}
+
+/// Who is in `room` across the cluster: `{"namespace","room","users":[{"user","connections"}],
+/// "anonymous","sockets"}`, users sorted by name.
+pub async fn snapshot(ns: &Namespace, room: &str) -> Result<Value, AdapterError> {
+    let sockets = ns.to(room.to_owned()).fetch_sockets().await?;
+    let mut users: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut anonymous = 0;
+    for socket in &sockets {
+        match socket.data.get("sub").and_then(Value::as_str) {
+            Some(sub) => *users.entry(sub).or_default() += 1,
+            None => anonymous += 1,
+        }
+    }
+    let users: Vec<Value> = users
+        .into_iter()
+        .map(|(user, connections)| json!({ "user": user, "connections": connections }))
+        .collect();
+    Ok(json!({
+        "namespace": ns.name(),
+        "room": room,
+        "users": users,
+        "anonymous": anonymous,
+        "sockets": sockets.len(),
+    }))
+}
+
+/// Who is present, for the announced rooms only: (namespace, room) → user → their sockets.
+type Members = HashMap<(Arc<str>, Room), HashMap<String, HashSet<Sid>>>;
+
+/// Tracks the announced rooms' users on this node and tells the room when one arrives or goes.
+#[derive(Debug, Default)]
+pub struct Announcer {
+    patterns: Vec<String>,
+    members: Mutex<Members>,
+}
+
+impl Announcer {
+    /// `None` when no room is announced.
+    pub fn new(settings: &PresenceSettings) -> Option<Arc<Self>> {
+        (!settings.announce.is_empty()).then(|| {
+            Arc::new(Self {
+                patterns: settings.announce.0.clone(),
+                members: Mutex::default(),
+            })
+        })
+    }
+
+    /// A socket joined or left `room`. Joining and leaving are idempotent per socket, so a
+    /// repeated report changes nothing.
+    pub fn on_room_change(&self, socket: &Socket, room: &Room, change: RoomChange) {
+        if !any_match(&self.patterns, room) {
+            return;
+        }
+        let sid = socket.id();
+        let user = user_of(socket);
+        // Anonymous sockets are users of their own.
+        let key = user.clone().unwrap_or_else(|| format!("\0{sid}"));
+        let ns: Arc<str> = Arc::from(socket.ns().name());
+        let (event, announce) = {
+            let mut members = self.members.lock();
+            let room_key = (ns, room.clone());
+            match change {
+                RoomChange::Joined => {
+                    let sockets = members.entry(room_key).or_default().entry(key).or_default();
+                    (JOIN_EVENT, sockets.insert(sid) && sockets.len() == 1)
+                }
+                RoomChange::Left => {
+                    let Some(users) = members.get_mut(&room_key) else {
+                        return;
+                    };
+                    let Some(sockets) = users.get_mut(&key) else {
+                        return;
+                    };
+                    let last = sockets.remove(&sid) && sockets.is_empty();
+                    if sockets.is_empty() {
+                        users.remove(&key);
+                    }
+                    if users.is_empty() {
+                        members.remove(&room_key);
+                    }
+                    (LEAVE_EVENT, last)
+                }
+            }
+        };
+        if !announce {
+            return;
+        }
+        let message = json!({ "room": room.as_ref(), "user": user, "socket": sid.as_str() });
+        let to = socket.ns().to(room.clone()).except(sid.as_str().to_owned());
+        if let Err(e) = to.emit(event, message) {
+            tracing::warn!(error = %e, room = %room, "cannot announce presence");
+        }
+    }
+
+    /// How many users this node tracks in `room` of namespace `ns`.
+    pub fn users_in(&self, ns: &str, room: &str) -> usize {
+        self.members
+            .lock()
+            .get(&(Arc::from(ns), Room::from(room)))
+            .map_or(0, HashMap::len)
+    }
+}
