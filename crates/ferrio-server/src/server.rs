@@ -2,6 +2,7 @@
 //! permissions together on the library's hooks, and runs the HTTP server until a signal.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferrio::builtins::RoomEvents;
@@ -17,9 +18,9 @@ use crate::auth::{AuthSession, Authenticator};
 use crate::config::{Loaded, Settings};
 use crate::events::EventRules;
 use crate::limits::connections::LimitsObserver;
-use crate::limits::events::{EventQuota, Verdict};
+use crate::limits::events::Verdict;
 use crate::limits::namespaces::{ConnectionKey, SlotsObserver};
-use crate::limits::{ConnectionLimits, EventLimiter, Gate, NamespaceSlots};
+use crate::limits::{ConnectionLimits, EventLimiter, EventLimits, Gate, NamespaceSlots};
 use crate::origin::OriginPolicy;
 use crate::presence::Announcer;
 use crate::rooms::{RoomPermissions, user_room};
@@ -41,8 +42,9 @@ struct Hooks {
     refresh_event: String,
     user_room: bool,
     slots: Arc<NamespaceSlots>,
-    event_quota: Option<EventQuota>,
-    max_rooms: usize,
+    event_limits: Arc<EventLimits>,
+    /// `limits.max_rooms_per_socket` (0: no limit), reloaded on SIGHUP.
+    max_rooms: AtomicUsize,
     rules: EventRules,
     presence_query: bool,
     announcer: Option<Arc<Announcer>>,
@@ -57,10 +59,9 @@ impl Hooks {
             self.stats.count(Rejection::TooManyNamespaces);
             return Err(ConnectError::new("forbidden").with_data(json!({ "reason": "too_many_namespaces" })));
         }
-        let mut accepted = Accepted::new().extension(key);
-        if let Some(quota) = &self.event_quota {
-            accepted = accepted.extension(Arc::new(EventLimiter::new(quota)));
-        }
+        let mut accepted = Accepted::new()
+            .extension(key)
+            .extension(Arc::new(EventLimiter::new(self.event_limits.clone())));
         if let Some(auth) = &self.auth {
             let verified = match auth.token_from(&req.auth, &req.handshake) {
                 Ok(token) => auth.verify(token).await,
@@ -143,6 +144,10 @@ impl Hooks {
         let Some(Value::String(room)) = event.args().first() else {
             return Ok(());
         };
+        let max_rooms = self.max_rooms.load(Ordering::Relaxed);
+        if max_rooms == 0 {
+            return Ok(());
+        }
         let rooms = socket.rooms();
         if rooms.iter().any(|r| r.as_ref() == room.as_str()) {
             return Ok(());
@@ -156,7 +161,7 @@ impl Hooks {
             .iter()
             .filter(|r| r.as_ref() != own.as_str() && Some(r.as_ref()) != user.as_deref())
             .count();
-        if counted >= self.max_rooms {
+        if counted >= max_rooms {
             self.stats.count(Rejection::TooManyRooms);
             return Err(refusal("too_many_rooms"));
         }
@@ -200,18 +205,16 @@ impl Hooks {
             let hooks = hooks.clone();
             async move { hooks.admit(req).await }
         });
-        if self.event_quota.is_some() {
-            let hooks = self.clone();
-            ns = ns.guard(move |socket, _| hooks.check_rate(socket));
-        }
+        // The rate and room-count limits can be turned on by a reload, so their guards are
+        // always there.
+        let hooks = self.clone();
+        ns = ns.guard(move |socket, _| hooks.check_rate(socket));
         if self.auth.is_some() {
             let hooks = self.clone();
             ns = ns.guard(move |socket, _| hooks.check_expiry(socket));
         }
-        if self.max_rooms > 0 {
-            let hooks = self.clone();
-            ns = ns.guard(move |socket, event| hooks.check_room_count(socket, event));
-        }
+        let hooks = self.clone();
+        ns = ns.guard(move |socket, event| hooks.check_room_count(socket, event));
         if self.rules.has_schemas() {
             let hooks = self.clone();
             ns = ns.guard(move |_, event| hooks.check_schema(event));
@@ -321,8 +324,8 @@ pub async fn serve_reloadable(
         refresh_event: settings.auth.refresh_event.clone(),
         user_room: settings.rooms.user_room,
         slots: slots.clone(),
-        event_quota: EventQuota::new(&settings.limits),
-        max_rooms: settings.limits.max_rooms_per_socket,
+        event_limits: EventLimits::new(&settings.limits),
+        max_rooms: AtomicUsize::new(settings.limits.max_rooms_per_socket),
         rules: EventRules::new(&settings, &layers)?,
         presence_query: settings.presence.query,
         announcer: Announcer::new(&settings.presence),
@@ -364,6 +367,7 @@ pub async fn serve_reloadable(
     }
     let io = builder.build();
 
+    let signals = crate::drain::Signals::install();
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     #[allow(clippy::print_stdout)] // scripts and tests wait for this line
@@ -424,19 +428,25 @@ pub async fn serve_reloadable(
     if api_keys.any() {
         info!("HTTP API on /api/");
     }
-    let front = crate::front::Front::new(Gate::new(io.clone(), limits), api, readiness.clone(), prometheus);
-    let reload_keys = move || {
+    let front = crate::front::Front::new(
+        Gate::new(io.clone(), limits.clone()),
+        api,
+        readiness.clone(),
+        prometheus,
+    );
+    let reloader = Reloader {
+        running: settings.clone(),
+        api_keys,
+        origin: origin.clone(),
+        limits: limits.clone(),
+        hooks: hooks.clone(),
+    };
+    let reload_config = move || {
         let Some(reload) = &reload else {
             return;
         };
         match reload() {
-            Ok(fresh) => {
-                api_keys.replace(fresh.settings.api.keys.iter());
-                info!(
-                    api_keys = fresh.settings.api.keys.0.len(),
-                    "configuration reloaded (API keys)"
-                );
-            }
+            Ok(fresh) => reloader.apply(&fresh.settings),
             Err(e) => warn!(error = %e, "reload failed; keeping the running configuration"),
         }
     };
@@ -454,7 +464,7 @@ pub async fn serve_reloadable(
         listener,
         front,
         async move {
-            crate::drain::until_stop(reload_keys).await;
+            signals.until_stop(reload_config).await;
             info!(connections = closing.connection_count(), "shutting down");
             let left = crate::drain::drain(&closing, &readiness, drain_delay, drain_window, grace).await;
             info!(left, "connections closed");
@@ -468,6 +478,52 @@ pub async fn serve_reloadable(
     }
     info!(refused = %stats.summary(), "stopped");
     Ok(())
+}
+
+/// What SIGHUP changes in the running server: API keys, origins and limits.
+struct Reloader {
+    /// The configuration the server started with.
+    running: Settings,
+    api_keys: Arc<crate::api::ApiKeys>,
+    origin: OriginPolicy,
+    limits: Arc<ConnectionLimits>,
+    hooks: Arc<Hooks>,
+}
+
+impl Reloader {
+    fn apply(&self, fresh: &Settings) {
+        self.api_keys.replace(fresh.api.keys.iter());
+        self.origin.reload(fresh);
+        self.limits.reload(&fresh.limits);
+        self.hooks.event_limits.reload(&fresh.limits);
+        self.hooks
+            .max_rooms
+            .store(fresh.limits.max_rooms_per_socket, Ordering::Relaxed);
+        info!(
+            api_keys = fresh.api.keys.0.len(),
+            origins = fresh.origin.allowed.as_ref().map_or(0, |l| l.0.len()),
+            "configuration reloaded (API keys, origins, limits)"
+        );
+        // Everything else needs a restart: say so rather than pretend.
+        let mut unapplied = fresh.clone();
+        unapplied.api.keys = self.running.api.keys.clone();
+        unapplied.origin.allowed = self.running.origin.allowed.clone();
+        unapplied.origin.allow_missing = self.running.origin.allow_missing;
+        let limits = &mut unapplied.limits;
+        let running = &self.running.limits;
+        limits.max_connections = running.max_connections;
+        limits.max_connections_per_ip = running.max_connections_per_ip;
+        limits.connection_rate_per_ip = running.connection_rate_per_ip;
+        limits.connection_burst_per_ip = running.connection_burst_per_ip;
+        limits.event_rate = running.event_rate;
+        limits.event_burst = running.event_burst;
+        limits.event_strikes = running.event_strikes;
+        limits.event_strike_window = running.event_strike_window;
+        limits.max_rooms_per_socket = running.max_rooms_per_socket;
+        if unapplied.to_redacted_toml() != self.running.to_redacted_toml() {
+            warn!("the configuration file changed keys that SIGHUP does not apply; restart to apply them");
+        }
+    }
 }
 
 /// This machine's name, for `/api/stats` when `cluster.node_id` is unset.

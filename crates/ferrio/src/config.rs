@@ -1,5 +1,6 @@
 //! Server options, with the reference's defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The transports a server accepts.
@@ -50,6 +51,9 @@ pub enum Cors {
     /// Echo the request's Origin when it matches an entry of this list (exact origins and
     /// patterns, see [`origin_matches`]).
     Origins { allowed: Vec<String>, credentials: bool },
+    /// Echo the request's Origin when `check` accepts it, asked at every request (for a
+    /// policy that changes while the server runs).
+    Checked { check: OriginCheck, credentials: bool },
 }
 
 impl Cors {
@@ -59,7 +63,33 @@ impl Cors {
             Cors::Off => false,
             Cors::Any => true,
             Cors::Origins { allowed, .. } => allowed.iter().any(|p| origin_matches(p, origin)),
+            Cors::Checked { check, .. } => (check.0)(origin),
         }
+    }
+}
+
+/// Decides whether an origin may read responses; see [`Cors::Checked`]. Two checks are equal
+/// when they are the same function.
+#[derive(Clone)]
+pub struct OriginCheck(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl OriginCheck {
+    pub fn new(check: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+}
+
+impl PartialEq for OriginCheck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for OriginCheck {}
+
+impl std::fmt::Debug for OriginCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OriginCheck")
     }
 }
 

@@ -46,7 +46,7 @@ mod socket;
 pub use adapter::{
     Adapter, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, LocalAdapter, Room, SocketInfo,
 };
-pub use config::{AllowRequest, Config, Cors, HandshakeRequest, Transports};
+pub use config::{AllowRequest, Config, Cors, HandshakeRequest, OriginCheck, Transports};
 pub use engine::{CloseReason, RemoteAddr, SendError, TransportKind};
 pub use ferrio_proto as proto;
 pub use handshake::Handshake;

@@ -7,30 +7,47 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrio::Io;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::health::Readiness;
 
-/// Waits for SIGTERM or SIGINT, running `reload` on every SIGHUP meanwhile.
-pub async fn until_stop(mut reload: impl FnMut()) {
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = async {
-                match term.as_mut() {
-                    Some(t) => { t.recv().await; }
-                    None => std::future::pending().await,
-                }
-            } => return,
-            _ = async {
-                match hup.as_mut() {
-                    Some(h) => { h.recv().await; }
-                    None => std::future::pending().await,
-                }
-            } => reload(),
+/// SIGTERM, SIGINT and SIGHUP, taken over from their default (which ends the process).
+#[derive(Debug)]
+pub struct Signals {
+    term: Option<Signal>,
+    int: Option<Signal>,
+    hup: Option<Signal>,
+}
+
+async fn next(signal: &mut Option<Signal>) {
+    match signal.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Signals {
+    /// Installs the handlers now, before the server says it listens: a signal sent right
+    /// after that line must not find the default handler.
+    pub fn install() -> Self {
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Waits for SIGTERM or SIGINT, running `reload` on every SIGHUP meanwhile.
+    pub async fn until_stop(mut self, mut reload: impl FnMut()) {
+        loop {
+            tokio::select! {
+                _ = next(&mut self.term) => return,
+                _ = next(&mut self.int) => return,
+                _ = next(&mut self.hup) => reload(),
+            }
         }
     }
 }

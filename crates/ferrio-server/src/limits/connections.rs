@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferrio::{CloseReason, ConnectionObserver, Handshake, TransportKind};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use super::ProxyList;
@@ -81,27 +81,15 @@ impl Refusal {
     }
 }
 
-/// Connection limits of one node.
-pub struct ConnectionLimits {
+/// The limits themselves, replaced as a whole on reload.
+struct Policy {
     max_total: usize,
     max_per_ip: usize,
-    proxies: ProxyList,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    counts: Mutex<Counts>,
-    stats: Arc<Stats>,
 }
 
-impl std::fmt::Debug for ConnectionLimits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionLimits")
-            .field("max_total", &self.max_total)
-            .field("max_per_ip", &self.max_per_ip)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ConnectionLimits {
-    pub fn new(settings: &LimitSettings, stats: Arc<Stats>) -> Self {
+impl Policy {
+    fn new(settings: &LimitSettings) -> Self {
         let rate = NonZeroU32::new(settings.connection_rate_per_ip.unwrap_or(0)).map(|per_second| {
             let burst = NonZeroU32::new(settings.connection_burst_per_ip.unwrap_or(0)).unwrap_or(per_second);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
@@ -109,11 +97,45 @@ impl ConnectionLimits {
         Self {
             max_total: settings.max_connections,
             max_per_ip: settings.max_connections_per_ip.unwrap_or(0),
-            proxies: ProxyList::new(settings.trusted_proxies.iter()),
             rate,
+        }
+    }
+}
+
+/// Connection limits of one node.
+pub struct ConnectionLimits {
+    policy: RwLock<Policy>,
+    proxies: ProxyList,
+    counts: Mutex<Counts>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for ConnectionLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let policy = self.policy.read();
+        f.debug_struct("ConnectionLimits")
+            .field("max_total", &policy.max_total)
+            .field("max_per_ip", &policy.max_per_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new(settings: &LimitSettings, stats: Arc<Stats>) -> Self {
+        Self {
+            policy: RwLock::new(Policy::new(settings)),
+            proxies: ProxyList::new(settings.trusted_proxies.iter()),
             counts: Mutex::new(Counts::default()),
             stats,
         }
+    }
+
+    /// Takes the node and per-address limits and the connection rate from `settings` (on
+    /// SIGHUP). Open connections stay and count against the new limits; the rate starts over.
+    /// `trusted_proxies` stays as it started (connections are counted under the address it
+    /// gave them).
+    pub fn reload(&self, settings: &LimitSettings) {
+        *self.policy.write() = Policy::new(settings);
     }
 
     pub fn proxies(&self) -> &ProxyList {
@@ -131,17 +153,18 @@ impl ConnectionLimits {
 
     fn try_admit(&self, ip: IpAddr) -> Result<(), Refusal> {
         let now = Instant::now();
+        let policy = self.policy.read();
         let mut counts = self.counts.lock();
         let pruned = counts.per_ip.get_mut(&ip).map_or(0, |e| e.prune(now));
         counts.total -= pruned;
-        if self.max_total > 0 && counts.total >= self.max_total {
+        if policy.max_total > 0 && counts.total >= policy.max_total {
             return Err(Refusal::NodeFull);
         }
         let current = counts.per_ip.get(&ip).map_or(0, PerIp::total);
-        if self.max_per_ip > 0 && current >= self.max_per_ip {
+        if policy.max_per_ip > 0 && current >= policy.max_per_ip {
             return Err(Refusal::TooManyFromIp);
         }
-        if let Some(rate) = &self.rate
+        if let Some(rate) = &policy.rate
             && let Err(not_until) = rate.check_key(&ip)
         {
             return Err(Refusal::Rate(
@@ -202,7 +225,7 @@ impl ConnectionLimits {
 
     /// Forgets rate-limiter state of addresses not seen lately.
     pub fn housekeeping(&self) {
-        if let Some(rate) = &self.rate {
+        if let Some(rate) = &self.policy.read().rate {
             rate.retain_recent();
             rate.shrink_to_fit();
         }

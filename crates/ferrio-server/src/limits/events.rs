@@ -3,10 +3,11 @@
 //! one window is flooding, and its connection is closed.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use crate::config::LimitSettings;
@@ -42,39 +43,88 @@ impl EventQuota {
     }
 }
 
+/// The event limits every socket follows; [`EventLimits::reload`] replaces them while the
+/// server runs, and each socket adopts them at its next event.
+#[derive(Debug, Default)]
+pub struct EventLimits {
+    current: RwLock<Option<Arc<EventQuota>>>,
+}
+
+impl EventLimits {
+    pub fn new(settings: &LimitSettings) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(EventQuota::new(settings).map(Arc::new)),
+        })
+    }
+
+    /// Takes `event_rate`, `event_burst`, `event_strikes` and `event_strike_window` from
+    /// `settings` (on SIGHUP).
+    pub fn reload(&self, settings: &LimitSettings) {
+        *self.current.write() = EventQuota::new(settings).map(Arc::new);
+    }
+
+    fn current(&self) -> Option<Arc<EventQuota>> {
+        self.current.read().clone()
+    }
+}
+
 /// The bucket of one socket.
 #[derive(Debug)]
 pub struct EventLimiter {
-    bucket: DefaultDirectRateLimiter,
-    strikes: Mutex<(Instant, u32)>,
-    max_strikes: u32,
-    window: Duration,
+    limits: Arc<EventLimits>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The quota `bucket` was made for.
+    quota: Option<Arc<EventQuota>>,
+    bucket: Option<DefaultDirectRateLimiter>,
+    /// When the strike window opened, and the strikes in it.
+    strikes: (Instant, u32),
 }
 
 impl EventLimiter {
-    pub fn new(quota: &EventQuota) -> Self {
+    pub fn new(limits: Arc<EventLimits>) -> Self {
+        let quota = limits.current();
         Self {
-            bucket: RateLimiter::direct(quota.quota),
-            strikes: Mutex::new((Instant::now(), 0)),
-            max_strikes: quota.strikes,
-            window: quota.window,
+            state: Mutex::new(State {
+                bucket: quota.as_ref().map(|q| RateLimiter::direct(q.quota)),
+                quota,
+                strikes: (Instant::now(), 0),
+            }),
+            limits,
         }
     }
 
     pub fn check(&self) -> Verdict {
-        if self.bucket.check().is_ok() {
+        let current = self.limits.current();
+        let mut state = self.state.lock();
+        let same = match (&current, &state.quota) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            state.bucket = current.as_ref().map(|q| RateLimiter::direct(q.quota));
+            state.quota = current;
+            state.strikes = (Instant::now(), 0);
+        }
+        let (Some(quota), Some(bucket)) = (state.quota.clone(), &state.bucket) else {
+            return Verdict::Allow;
+        };
+        if bucket.check().is_ok() {
             return Verdict::Allow;
         }
-        if self.max_strikes == 0 {
+        if quota.strikes == 0 {
             return Verdict::Refuse;
         }
         let now = Instant::now();
-        let mut strikes = self.strikes.lock();
-        if now.duration_since(strikes.0) > self.window {
-            *strikes = (now, 0);
+        if now.duration_since(state.strikes.0) > quota.window {
+            state.strikes = (now, 0);
         }
-        strikes.1 += 1;
-        if strikes.1 > self.max_strikes {
+        state.strikes.1 += 1;
+        if state.strikes.1 > quota.strikes {
             Verdict::Flooding
         } else {
             Verdict::Refuse

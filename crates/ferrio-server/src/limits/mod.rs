@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 pub use connections::ConnectionLimits;
-pub use events::EventLimiter;
+pub use events::{EventLimiter, EventLimits};
 pub use gate::Gate;
 pub use namespaces::NamespaceSlots;
 

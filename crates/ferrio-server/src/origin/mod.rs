@@ -5,17 +5,42 @@
 use std::sync::Arc;
 
 use ferrio::config::{is_origin_pattern, origin_matches};
-use ferrio::{AllowRequest, Cors, HandshakeRequest};
+use ferrio::{AllowRequest, Cors, HandshakeRequest, OriginCheck};
+use parking_lot::RwLock;
 
 use crate::config::{ConfigError, Layers, Settings};
 use crate::stats::{Rejection, Stats};
 
-/// The allowlist and what to do with requests that carry no `Origin`.
+/// The allowlist and what to do with requests that carry no `Origin`. Clones share one
+/// policy, which [`OriginPolicy::reload`] replaces while the server runs.
 #[derive(Debug, Clone)]
 pub struct OriginPolicy {
+    rules: Arc<RwLock<Rules>>,
+    credentials: bool,
+}
+
+#[derive(Debug)]
+struct Rules {
     allowed: Vec<String>,
     allow_missing: bool,
-    credentials: bool,
+}
+
+impl Rules {
+    fn new(settings: &Settings) -> Self {
+        Self {
+            allowed: settings
+                .origin
+                .allowed
+                .as_ref()
+                .map(|l| l.0.clone())
+                .unwrap_or_default(),
+            allow_missing: settings.origin.allow_missing.unwrap_or(false),
+        }
+    }
+
+    fn allows(&self, origin: &str) -> bool {
+        self.allowed.iter().any(|p| origin_matches(p, origin))
+    }
 }
 
 /// Why a handshake's origin was refused (the 403 message).
@@ -37,15 +62,15 @@ impl OriginRefusal {
 impl OriginPolicy {
     pub fn new(settings: &Settings) -> Self {
         Self {
-            allowed: settings
-                .origin
-                .allowed
-                .as_ref()
-                .map(|l| l.0.clone())
-                .unwrap_or_default(),
-            allow_missing: settings.origin.allow_missing.unwrap_or(false),
+            rules: Arc::new(RwLock::new(Rules::new(settings))),
             credentials: settings.origin.credentials,
         }
+    }
+
+    /// Takes `origin.allowed` and `origin.allow_missing` from `settings` (on SIGHUP);
+    /// `origin.credentials` stays as it started.
+    pub fn reload(&self, settings: &Settings) {
+        *self.rules.write() = Rules::new(settings);
     }
 
     /// Checks the `[origin]` keys.
@@ -82,13 +107,12 @@ impl OriginPolicy {
 
     /// Whether a handshake with this `Origin` header (or none) may proceed.
     pub fn check(&self, origin: Option<&http::HeaderValue>) -> Result<(), OriginRefusal> {
+        let rules = self.rules.read();
         match origin {
-            None if self.allow_missing => Ok(()),
+            None if rules.allow_missing => Ok(()),
             None => Err(OriginRefusal::Missing),
             Some(value) => {
-                let allowed = value
-                    .to_str()
-                    .is_ok_and(|o| self.allowed.iter().any(|p| origin_matches(p, o)));
+                let allowed = value.to_str().is_ok_and(|o| rules.allows(o));
                 if allowed {
                     Ok(())
                 } else {
@@ -98,15 +122,12 @@ impl OriginPolicy {
         }
     }
 
-    /// The CORS policy of long-polling responses.
+    /// The CORS policy of long-polling responses, following reloads.
     pub fn cors(&self) -> Cors {
-        if self.allowed.is_empty() {
-            Cors::Off
-        } else {
-            Cors::Origins {
-                allowed: self.allowed.clone(),
-                credentials: self.credentials,
-            }
+        let rules = self.rules.clone();
+        Cors::Checked {
+            check: OriginCheck::new(move |origin| rules.read().allows(origin)),
+            credentials: self.credentials,
         }
     }
 
@@ -125,11 +146,11 @@ impl OriginPolicy {
         })
     }
 
-    pub fn allowed(&self) -> &[String] {
-        &self.allowed
+    pub fn allowed(&self) -> Vec<String> {
+        self.rules.read().allowed.clone()
     }
 
     pub fn allow_missing(&self) -> bool {
-        self.allow_missing
+        self.rules.read().allow_missing
     }
 }

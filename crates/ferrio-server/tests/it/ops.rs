@@ -1,6 +1,6 @@
 //! Operations endpoints of a running `ferrio serve`: `/metrics` checked by `promtool`,
 //! `/healthz` and `/readyz`, SIGTERM draining 1,000 connected clients within the deadline,
-//! and SIGHUP reloading API keys without dropping connections.
+//! and SIGHUP reloading API keys, origins and limits without dropping connections.
 
 use std::time::Duration;
 
@@ -67,6 +67,82 @@ async fn health_and_readiness() {
     assert_eq!((res.status, res.body.as_str()), (200, "ok\n"));
     let res = get(&server, 1, "/readyz", &[]).await.unwrap();
     assert_eq!((res.status, res.body.as_str()), (200, "ready\n"));
+}
+
+/// Origins, connection limits and event limits change with SIGHUP; open connections stay and
+/// follow the new event limits; a key SIGHUP cannot apply is named in the log.
+#[tokio::test]
+async fn sighup_reloads_origins_and_limits_and_keeps_connections() {
+    const POLLING: &str = "/socket.io/?EIO=4&transport=polling";
+    let config = |origin: &str, limits: &str| {
+        api_config(&format!("[limits]\n{limits}")).replace(
+            "allow_missing = true",
+            &format!("allow_missing = true\nallowed = [\"{origin}\"]"),
+        )
+    };
+    let server = Server::start(&config("https://old.example.com", "max_connections_per_ip = 3\n")).await;
+    let mut alice = user(&server, "alice").await;
+    let old = get(&server, 2, POLLING, &["Origin: https://old.example.com"])
+        .await
+        .unwrap();
+    assert_eq!(old.status, 200);
+    assert_eq!(
+        old.header("access-control-allow-origin").as_deref(),
+        Some("https://old.example.com")
+    );
+    assert_eq!(
+        get(&server, 2, POLLING, &["Origin: https://new.example.com"])
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+
+    let after = config(
+        "https://new.example.com",
+        "max_connections_per_ip = 1\nevent_rate = 1\nevent_burst = 2\nevent_strikes = 0\n",
+    );
+    let path = server.config_path();
+    std::fs::write(&path, &after).unwrap();
+    server.signal("HUP");
+    server.wait_log("configuration reloaded").await;
+
+    let new = get(&server, 3, POLLING, &["Origin: https://new.example.com"])
+        .await
+        .unwrap();
+    assert_eq!(new.status, 200, "{}", new.body);
+    assert_eq!(
+        new.header("access-control-allow-origin").as_deref(),
+        Some("https://new.example.com")
+    );
+    let gone = get(&server, 4, POLLING, &["Origin: https://old.example.com"])
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 403, "the old origin is refused");
+    assert_eq!(gone.header("access-control-allow-origin"), None);
+
+    // Alice's connection stayed, and now follows the new event rate: a burst of 2, then refusals.
+    let mut answers = Vec::new();
+    for id in 1..=4 {
+        alice
+            .send(Message::text(format!("42{id}[\"join\",\"chat:{id}\"]")))
+            .await
+            .unwrap();
+        answers.push(next_text(&mut alice).await.expect("still connected"));
+    }
+    assert_eq!(answers[0], r#"431[{"ok":true}]"#);
+    assert!(answers[3].contains("rate_limited"), "{answers:?}");
+    // One connection per address now: alice's (from 127.0.0.1) leaves no room for a second.
+    assert!(
+        ws_from(&server, 1, &[]).await.is_err(),
+        "max_connections_per_ip = 1 applies"
+    );
+
+    // A key SIGHUP cannot change is reported, not silently ignored.
+    std::fs::write(&path, after.replace("[api]", "[drain]\nwindow = \"1s\"\n[api]")).unwrap();
+    server.signal("HUP");
+    server.wait_log("restart to apply them").await;
+    server.stop().await;
 }
 
 #[tokio::test]

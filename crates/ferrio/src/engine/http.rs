@@ -375,7 +375,7 @@ fn cors_headers<B>(cors: &Cors, req: &Request<B>) -> Option<http::HeaderMap> {
         Cors::Any => {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         }
-        Cors::Origins { credentials, .. } => {
+        Cors::Origins { credentials, .. } | Cors::Checked { credentials, .. } => {
             let origin = req.headers().get(header::ORIGIN)?;
             let ok = origin.to_str().is_ok_and(|o| cors.allows(o));
             // A preflight's answer also depends on the headers it asked for (as the reference).
