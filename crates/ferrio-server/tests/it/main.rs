@@ -10,3 +10,4 @@ mod limits;
 mod ops;
 mod origin;
 mod support;
+mod webhooks;
