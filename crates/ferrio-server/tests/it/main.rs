@@ -12,3 +12,4 @@ mod origin;
 mod presence;
 mod schemas;
 mod support;
+mod webhooks;

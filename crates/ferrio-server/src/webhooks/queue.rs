@@ -1,0 +1,101 @@
+//! The bounded event queue: numbers events in the order they are queued, drops (and still
+//! numbers) what does not fit, so a backend sees every loss as a gap.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+/// One event as the backend receives it.
+#[derive(Debug)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: &'static str,
+    /// Unix milliseconds when it was queued.
+    pub time: u64,
+    pub fields: Map<String, Value>,
+}
+
+const RESERVED: [&str; 3] = ["seq", "type", "time"];
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("seq", &self.seq)?;
+        map.serialize_entry("type", self.kind)?;
+        map.serialize_entry("time", &self.time)?;
+        for (k, v) in &self.fields {
+            if !RESERVED.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The body of one delivery request.
+#[derive(Debug, serde::Serialize)]
+pub struct Batch<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub node: &'a str,
+    pub instance: &'a str,
+    pub events: &'a [Event],
+}
+
+/// At most one log line per this, however many events are dropped.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Events waiting for the sender.
+#[derive(Debug)]
+pub struct Queue {
+    events: VecDeque<Event>,
+    capacity: usize,
+    next_seq: u64,
+    /// Drops not logged yet, and when the last line was.
+    unlogged_drops: u64,
+    last_warn: Option<Instant>,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            capacity,
+            next_seq: 1,
+            unlogged_drops: 0,
+            last_warn: None,
+        }
+    }
+
+    /// Queues an event with the next sequence number. `Err` when full, with the number of
+    /// drops to log now (zero while the last line is recent).
+    pub fn push(&mut self, kind: &'static str, time: u64, fields: Map<String, Value>) -> Result<(), u64> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.events.len() >= self.capacity {
+            self.unlogged_drops += 1;
+            let now = Instant::now();
+            if self.last_warn.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+                return Err(0);
+            }
+            self.last_warn = Some(now);
+            return Err(std::mem::take(&mut self.unlogged_drops));
+        }
+        self.events.push_back(Event {
+            seq,
+            kind,
+            time,
+            fields,
+        });
+        Ok(())
+    }
+
+    /// Takes up to `n` events from the front.
+    pub fn take(&mut self, n: usize) -> Vec<Event> {
+        let n = n.min(self.events.len());
+        self.events.drain(..n).collect()
+    }
+}
