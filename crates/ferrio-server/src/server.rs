@@ -10,7 +10,7 @@ use ferrio::{
     Accepted, ConnectError, ConnectOutcome, ConnectRequest, Io, NamespaceBuilder, Payload, ServeOptions,
     Socket,
 };
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use crate::auth::lifetime::{self, ExpiryScheduler, LifetimeSettings};
@@ -22,9 +22,13 @@ use crate::limits::events::Verdict;
 use crate::limits::namespaces::{ConnectionKey, SlotsObserver};
 use crate::limits::{ConnectionLimits, EventLimiter, EventLimits, Gate, NamespaceSlots};
 use crate::origin::OriginPolicy;
-use crate::presence::Announcer;
+use crate::presence::{Announcer, user_of};
 use crate::rooms::{RoomPermissions, user_room};
 use crate::stats::{Rejection, Stats};
+use crate::webhooks::Webhooks;
+
+/// Kept back from the shutdown deadline when flushing webhooks, for the exit itself.
+const FLUSH_MARGIN: Duration = Duration::from_millis(500);
 
 /// How often the summary line (connections, refusals) is logged when something changed.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -48,7 +52,20 @@ struct Hooks {
     rules: EventRules,
     presence_query: bool,
     announcer: Option<Arc<Announcer>>,
+    webhooks: Option<Arc<Webhooks>>,
+    proxies: crate::limits::ProxyList,
     stats: Arc<Stats>,
+}
+
+/// The fields every webhook about `socket` carries: `socket`, `ns` and, when known, `user`.
+fn about(socket: &Socket) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("socket".into(), socket.id().as_str().into());
+    fields.insert("ns".into(), socket.ns().name().into());
+    if let Some(user) = user_of(socket) {
+        fields.insert("user".into(), user.into());
+    }
+    fields
 }
 
 impl Hooks {
@@ -95,6 +112,19 @@ impl Hooks {
             }
             None => tracing::debug!(ns = %socket.ns().name(), transport = ?socket.transport(), "connected"),
         }
+        if let Some(webhooks) = self.webhooks.as_ref().filter(|w| w.wants("connection")) {
+            let mut fields = about(socket);
+            fields.insert(
+                "transport".into(),
+                ferrio::metrics::transport_name(socket.transport()).into(),
+            );
+            let handshake = socket.handshake();
+            if handshake.address.is_some() {
+                let ip = self.proxies.client_ip(handshake.address, &handshake.headers);
+                fields.insert("address".into(), ip.to_string().into());
+            }
+            webhooks.send("connection", fields);
+        }
     }
 
     fn on_disconnect(&self, socket: &Socket, reason: ferrio::DisconnectReason) {
@@ -105,6 +135,68 @@ impl Hooks {
             self.expiry.forget(socket);
         }
         tracing::debug!(ns = %socket.ns().name(), %reason, "disconnected");
+        if let Some(webhooks) = self.webhooks.as_ref().filter(|w| w.wants("disconnection")) {
+            let mut fields = about(socket);
+            fields.insert("reason".into(), reason.as_str().into());
+            webhooks.send("disconnection", fields);
+        }
+    }
+
+    /// `join` / `leave` webhooks. The automatic `user:<sub>` room is implied by the connection
+    /// and not reported.
+    fn on_room_change(&self, socket: &Socket, room: &ferrio::Room, change: ferrio::RoomChange) {
+        if let Some(announcer) = &self.announcer {
+            announcer.on_room_change(socket, room, change);
+        }
+        let kind = match change {
+            ferrio::RoomChange::Joined => "join",
+            ferrio::RoomChange::Left => "leave",
+        };
+        let Some(webhooks) = self.webhooks.as_ref().filter(|w| w.wants(kind)) else {
+            return;
+        };
+        let mut fields = about(socket);
+        if self.user_room
+            && fields
+                .get("user")
+                .and_then(Value::as_str)
+                .map(user_room)
+                .as_deref()
+                == Some(room)
+        {
+            return;
+        }
+        fields.insert("room".into(), room.as_ref().into());
+        webhooks.send(kind, fields);
+    }
+
+    /// Queues an `event` webhook for a client event; false when the queue is full.
+    fn forward(&self, socket: &Socket, event: &ferrio::Event) -> bool {
+        let Some(webhooks) = &self.webhooks else {
+            return false;
+        };
+        let mut fields = about(socket);
+        fields.insert("event".into(), event.name().into());
+        fields.insert("args".into(), Value::Array(event.args().to_vec()));
+        webhooks.send("event", fields)
+    }
+
+    /// An RPC event: the backend's reply is the ack.
+    async fn rpc(self: Arc<Self>, socket: Socket, mut event: ferrio::Event) {
+        let Some(webhooks) = &self.webhooks else {
+            return;
+        };
+        let mut body = about(&socket);
+        body.insert("event".into(), event.name().into());
+        body.insert("args".into(), Value::Array(event.args().to_vec()));
+        let answer = match webhooks.rpc(Value::Object(body)).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(event = %event.name(), error = %e, "rpc failed");
+                json!({ "ok": false, "error": e.code() })
+            }
+        };
+        event.ack(answer);
     }
 
     fn check_rate(&self, socket: &Socket) -> Result<(), Payload> {
@@ -225,10 +317,32 @@ impl Hooks {
                 hooks.clone().presence(socket, event)
             });
         }
-        if let Some(announcer) = &self.announcer {
-            let announcer = announcer.clone();
-            ns =
-                ns.on_room_change(move |socket, room, change| announcer.on_room_change(socket, room, change));
+        let room_webhooks = self
+            .webhooks
+            .as_ref()
+            .is_some_and(|w| w.wants("join") || w.wants("leave"));
+        if self.announcer.is_some() || room_webhooks {
+            let hooks = self.clone();
+            ns = ns.on_room_change(move |socket, room, change| hooks.on_room_change(socket, room, change));
+        }
+        if self.webhooks.is_some() {
+            // After every check (limits, schema): a refused event goes nowhere. The ack says
+            // whether the event was queued for the backend.
+            for name in self.rules.forwarded() {
+                let hooks = self.clone();
+                ns = ns.on(name, move |socket, mut event| {
+                    let answer = if hooks.forward(socket, &event) {
+                        json!({ "ok": true })
+                    } else {
+                        json!({ "ok": false, "error": "backend_unavailable" })
+                    };
+                    event.ack(answer);
+                });
+            }
+            for name in self.rules.rpcs() {
+                let hooks = self.clone();
+                ns = ns.on_async(name, move |socket, event| hooks.clone().rpc(socket, event));
+            }
         }
         ns = match &self.rooms {
             Some(rooms) => RoomEvents::new(RoomPermissions::clone(rooms)).install(ns),
@@ -306,6 +420,12 @@ pub async fn serve_reloadable(
     config.allow_request = Some(origin.clone().allow_request(stats.clone()));
 
     let limits = Arc::new(ConnectionLimits::new(&settings.limits, stats.clone()));
+    let node_id = settings.cluster.node_id.clone().unwrap_or_else(node_name);
+    // After the metrics recorder: the webhook meters are taken when it starts.
+    let webhooks = Webhooks::start(&settings.webhooks, node_id.clone());
+    if let Some(url) = &settings.webhooks.url {
+        info!(url = %crate::config::redact_url(url), events = ?settings.webhooks.events.0, "webhooks on");
+    }
     let slots = Arc::new(NamespaceSlots::new(settings.limits.max_namespaces_per_connection));
     let hooks = Arc::new(Hooks {
         rooms: auth
@@ -329,6 +449,8 @@ pub async fn serve_reloadable(
         rules: EventRules::new(&settings, &layers)?,
         presence_query: settings.presence.query,
         announcer: Announcer::new(&settings.presence),
+        webhooks: webhooks.clone(),
+        proxies: limits.proxies().clone(),
         stats: stats.clone(),
     });
 
@@ -422,7 +544,7 @@ pub async fn serve_reloadable(
         io: io.clone(),
         keys: api_keys.clone(),
         max_body: settings.api.max_body,
-        node_id: settings.cluster.node_id.clone().unwrap_or_else(node_name),
+        node_id,
         clustered: redis.is_some(),
     });
     if api_keys.any() {
@@ -465,9 +587,21 @@ pub async fn serve_reloadable(
         front,
         async move {
             signals.until_stop(reload_config).await;
+            let stop_by = tokio::time::Instant::now() + grace;
             info!(connections = closing.connection_count(), "shutting down");
             let left = crate::drain::drain(&closing, &readiness, drain_delay, drain_window, grace).await;
             info!(left, "connections closed");
+            if let Some(webhooks) = &webhooks {
+                // The disconnections of the drain go out too, within what is left.
+                let unsent = webhooks
+                    .flush(stop_by.checked_sub(FLUSH_MARGIN).unwrap_or(stop_by))
+                    .await;
+                if unsent > 0 {
+                    warn!(unsent, "webhook events not delivered by the shutdown deadline");
+                } else {
+                    info!("webhook events flushed");
+                }
+            }
         },
         options,
     )

@@ -456,6 +456,9 @@ impl Settings {
         crate::auth::validate(self, layers)?;
         crate::events::validate(self, layers)?;
         crate::presence::validate(self, layers)?;
+        if let Err((key, message)) = crate::webhooks::validate(&self.webhooks) {
+            return err(key, message);
+        }
         if let Err((key, message)) = ops::validate(&self.cluster, &self.api) {
             return err(key, message);
         }
@@ -482,6 +485,9 @@ impl Settings {
         }
         if let Some(url) = &shown.webhooks.url {
             shown.webhooks.url = Some(redact_url(url));
+        }
+        if let Some(url) = &shown.webhooks.rpc_url {
+            shown.webhooks.rpc_url = Some(redact_url(url));
         }
         if shown.dashboard.password.is_some() {
             shown.dashboard.password = Some(REDACTED.into());
@@ -562,6 +568,8 @@ fn known_keys(section: Option<&str>) -> Vec<String> {
     full.cluster.node_id = Some(String::new());
     full.webhooks.url = Some(String::new());
     full.webhooks.secret = Some(String::new());
+    full.webhooks.secret_file = Some(PathBuf::new());
+    full.webhooks.rpc_url = Some(String::new());
     full.dashboard.password = Some(String::new());
     full.limits.resolve(false);
     let value = toml::Value::try_from(&full).unwrap_or(toml::Value::Table(Default::default()));
@@ -573,7 +581,7 @@ fn known_keys(section: Option<&str>) -> Vec<String> {
 }
 
 /// A URL fit for printing: no user info, no query.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return REDACTED.into();
     };

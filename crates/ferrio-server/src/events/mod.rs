@@ -16,7 +16,8 @@ use crate::config::{ConfigError, Layers, Settings};
 /// How many schema violations an `invalid_payload` answer lists at most.
 const MAX_DETAILS: usize = 5;
 
-/// Events the server itself handles; they may have a schema but cannot be RPCs.
+/// Events the server itself handles; they may have a schema but cannot be RPCs or forwarded
+/// (the `join` and `leave` webhooks report what the room events did).
 pub const BUILT_IN: &[&str] = &["join", "leave", "publish", "presence"];
 
 /// One client event's rules.
@@ -128,11 +129,6 @@ impl EventRules {
         &self.forwarded
     }
 
-    /// Whether `name` is forwarded to the webhook backend.
-    pub fn is_forwarded(&self, name: &str) -> bool {
-        self.forwarded.iter().any(|n| n == name)
-    }
-
     /// Events handled as RPCs.
     pub fn rpcs(&self) -> &[String] {
         &self.rpcs
@@ -167,8 +163,9 @@ pub fn validate(settings: &Settings, layers: &Layers) -> Result<(), ConfigError>
             return Err(layers.error(&at(leaf), "needs `webhooks.url`"));
         }
         let taken = BUILT_IN.contains(&name.as_str()) || *name == settings.auth.refresh_event;
-        if event.rpc && taken {
-            return Err(layers.error(&at("rpc"), "the server handles this event itself"));
+        if (event.rpc || event.webhook) && taken {
+            let leaf = if event.rpc { "rpc" } else { "webhook" };
+            return Err(layers.error(&at(leaf), "the server handles this event itself"));
         }
     }
     EventRules::new(settings, layers).map(|_| ())

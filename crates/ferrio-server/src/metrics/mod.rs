@@ -42,6 +42,7 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
+    crate::webhooks::describe();
     metrics::describe_counter!(
         "ferrio_rejections_total",
         "Refusals by the security layer, by kind and reason"

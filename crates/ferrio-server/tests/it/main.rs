@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod backend;
 mod cli;
 mod config;
 mod deploy;

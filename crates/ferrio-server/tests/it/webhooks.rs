@@ -25,28 +25,28 @@ use tokio::time::Instant;
 
 use crate::support::{STEP, TempDir};
 
-const SECRET: &str = "webhook-secret-0123456789abcdef";
+pub const SECRET: &str = "webhook-secret-0123456789abcdef";
 
 /// How the backend answers a request.
 #[derive(Debug, Clone)]
-enum Reply {
+pub enum Reply {
     /// This status and body.
     With(u16, &'static str),
     /// Nothing for a minute (the client times out first).
     Stall,
 }
 
-const OK: Reply = Reply::With(200, r#"{"ok":true}"#);
+pub const OK: Reply = Reply::With(200, r#"{"ok":true}"#);
 
 /// One request as the backend saw it.
 #[derive(Debug)]
-struct Received {
-    path: String,
-    headers: HeaderMap,
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
     /// `Null` when the body is not JSON.
-    body: Value,
+    pub body: Value,
     /// The signature matches and the timestamp is within five minutes.
-    signed: bool,
+    pub signed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +70,7 @@ impl Recorder {
 /// An HTTP backend on 127.0.0.1 that records what it is sent; it can be taken down (its port
 /// closed, open connections cut) and brought up again on the same port.
 #[derive(Debug)]
-struct Backend {
+pub struct Backend {
     addr: SocketAddr,
     recorder: Arc<Recorder>,
     server: Option<JoinHandle<()>>,
@@ -83,7 +83,7 @@ impl Drop for Backend {
 }
 
 impl Backend {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut backend = Self::at(listener.local_addr().unwrap());
         backend.serve(listener);
@@ -91,7 +91,7 @@ impl Backend {
     }
 
     /// A backend whose port nothing listens on yet.
-    async fn down() -> Self {
+    pub async fn down() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::at(listener.local_addr().unwrap())
     }
@@ -104,16 +104,16 @@ impl Backend {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}/hooks", self.addr)
     }
 
-    async fn up(&mut self) {
+    pub async fn up(&mut self) {
         let listener = TcpListener::bind(self.addr).await.unwrap();
         self.serve(listener);
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
         }
@@ -140,20 +140,20 @@ impl Backend {
         }));
     }
 
-    fn reply_next(&self, replies: impl IntoIterator<Item = Reply>) {
+    pub fn reply_next(&self, replies: impl IntoIterator<Item = Reply>) {
         self.recorder.next.lock().extend(replies);
     }
 
-    fn reply_always(&self, reply: Reply) {
+    pub fn reply_always(&self, reply: Reply) {
         *self.recorder.always.lock() = Some(reply);
     }
 
-    fn requests(&self) -> MutexGuard<'_, Vec<Received>> {
+    pub fn requests(&self) -> MutexGuard<'_, Vec<Received>> {
         self.recorder.requests.lock()
     }
 
     /// Waits (bounded) until `n` requests arrived.
-    async fn wait_requests(&self, n: usize) {
+    pub async fn wait_requests(&self, n: usize) {
         let deadline = Instant::now() + STEP;
         loop {
             let arrived = self.recorder.arrived.notified();
@@ -171,7 +171,7 @@ impl Backend {
     }
 
     /// Every event delivered so far, in arrival order.
-    fn events(&self) -> Vec<Value> {
+    pub fn events(&self) -> Vec<Value> {
         self.requests()
             .iter()
             .filter(|r| r.body["type"] == "events")
@@ -179,7 +179,7 @@ impl Backend {
             .collect()
     }
 
-    fn seqs(&self) -> Vec<u64> {
+    pub fn seqs(&self) -> Vec<u64> {
         self.events().iter().map(|e| e["seq"].as_u64().unwrap()).collect()
     }
 }
