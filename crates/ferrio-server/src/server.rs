@@ -251,6 +251,12 @@ pub async fn serve_reloadable(
     let mut config = settings.library_config();
     config.cors = origin.cors();
     config.allow_request = Some(origin.clone().allow_request(stats.clone()));
+    // `/dashboard` (off unless `dashboard.password` is set): its page's own handshake passes
+    // the origin policy with a valid page token.
+    let dashboard = crate::dashboard::Dashboard::new(&settings);
+    if let Some(dashboard) = &dashboard {
+        dashboard.admit_own_page(&mut config);
+    }
 
     let limits = Arc::new(ConnectionLimits::new(&settings.limits, stats.clone()));
     let slots = Arc::new(NamespaceSlots::new(settings.limits.max_namespaces_per_connection));
@@ -308,6 +314,9 @@ pub async fn serve_reloadable(
             }
             None => builder.ns(name, |ns| hooks.declare(ns)),
         };
+    }
+    if let Some(dashboard) = &dashboard {
+        builder = dashboard.declare(builder);
     }
     let io = builder.build();
 
@@ -371,7 +380,17 @@ pub async fn serve_reloadable(
     if api_keys.any() {
         info!("HTTP API on /api/");
     }
-    let front = crate::front::Front::new(Gate::new(io.clone(), limits), api, readiness.clone(), prometheus);
+    let dashboard_task = dashboard.as_ref().map(|d| {
+        info!(namespace = d.namespace(), "dashboard on /dashboard");
+        d.start(io.clone(), prometheus.clone(), api.node_id.clone())
+    });
+    let front = crate::front::Front::new(
+        Gate::new(io.clone(), limits),
+        api,
+        readiness.clone(),
+        prometheus,
+        dashboard,
+    );
     let reload_keys = move || {
         let Some(reload) = &reload else {
             return;
@@ -410,6 +429,9 @@ pub async fn serve_reloadable(
     )
     .await?;
     reporter.abort();
+    if let Some(task) = dashboard_task {
+        task.abort();
+    }
     if let Some(task) = jwks_task {
         task.abort();
     }
