@@ -418,6 +418,12 @@ pub async fn serve_reloadable(
     let mut config = settings.library_config();
     config.cors = origin.cors();
     config.allow_request = Some(origin.clone().allow_request(stats.clone()));
+    // `/dashboard` (off unless `dashboard.password` is set): its page's own handshake passes
+    // the origin policy with a valid page token.
+    let dashboard = crate::dashboard::Dashboard::new(&settings);
+    if let Some(dashboard) = &dashboard {
+        dashboard.admit_own_page(&mut config);
+    }
 
     let limits = Arc::new(ConnectionLimits::new(&settings.limits, stats.clone()));
     let node_id = settings.cluster.node_id.clone().unwrap_or_else(node_name);
@@ -487,6 +493,9 @@ pub async fn serve_reloadable(
             None => builder.ns(name, |ns| hooks.declare(ns)),
         };
     }
+    if let Some(dashboard) = &dashboard {
+        builder = dashboard.declare(builder);
+    }
     let io = builder.build();
 
     let signals = crate::drain::Signals::install();
@@ -546,15 +555,21 @@ pub async fn serve_reloadable(
         max_body: settings.api.max_body,
         node_id,
         clustered: redis.is_some(),
+        internal_namespace: dashboard.as_ref().map(|d| d.namespace().to_owned()),
     });
     if api_keys.any() {
         info!("HTTP API on /api/");
     }
+    let dashboard_task = dashboard.as_ref().map(|d| {
+        info!(namespace = d.namespace(), "dashboard on /dashboard");
+        d.start(io.clone(), prometheus.clone(), api.node_id.clone())
+    });
     let front = crate::front::Front::new(
         Gate::new(io.clone(), limits.clone()),
         api,
         readiness.clone(),
         prometheus,
+        dashboard,
     );
     let reloader = Reloader {
         running: settings.clone(),
@@ -607,6 +622,9 @@ pub async fn serve_reloadable(
     )
     .await?;
     reporter.abort();
+    if let Some(task) = dashboard_task {
+        task.abort();
+    }
     if let Some(task) = jwks_task {
         task.abort();
     }

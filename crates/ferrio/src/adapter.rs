@@ -425,6 +425,27 @@ impl LocalAdapter {
         self.index.read().rooms.len()
     }
 
+    /// The `n` named rooms with the most local members, largest first (ties by name), with
+    /// their local member counts. One pass over the rooms, for dashboards and diagnostics.
+    pub fn largest_rooms(&self, n: usize) -> Vec<(Room, usize)> {
+        // Sorted by this key: larger first, then by name.
+        fn key(room: &Room, size: usize) -> (std::cmp::Reverse<usize>, &str) {
+            (std::cmp::Reverse(size), room)
+        }
+        let index = self.index.read();
+        let mut top: Vec<(Room, usize)> = Vec::with_capacity(n.min(index.rooms.len()) + 1);
+        for (room, members) in &index.rooms {
+            let k = key(room, members.len());
+            if top.len() == n && top.last().is_none_or(|(r, s)| k >= key(r, *s)) {
+                continue;
+            }
+            let at = top.partition_point(|(r, s)| key(r, *s) < k);
+            top.insert(at, (room.clone(), members.len()));
+            top.truncate(n);
+        }
+        top
+    }
+
     /// The local sockets a selection matches, each once.
     pub fn select(&self, opts: &BroadcastOptions) -> Vec<Socket> {
         let index = self.index.read();

@@ -30,6 +30,8 @@ pub struct Api {
     pub max_body: usize,
     pub node_id: String,
     pub clustered: bool,
+    /// The dashboard's own namespace, left out of `/api/stats`.
+    pub internal_namespace: Option<String>,
 }
 
 /// A JSON answer.
@@ -314,6 +316,7 @@ impl Api {
             .io
             .namespaces()
             .iter()
+            .filter(|ns| self.internal_namespace.as_deref() != Some(ns.name()))
             .map(|ns| {
                 json!({
                     "name": ns.name(),

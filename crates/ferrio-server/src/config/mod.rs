@@ -462,6 +462,9 @@ impl Settings {
         if let Err((key, message)) = ops::validate(&self.cluster, &self.api) {
             return err(key, message);
         }
+        if let Err((key, message)) = crate::dashboard::validate(self) {
+            return err(key, message);
+        }
         Ok(())
     }
 

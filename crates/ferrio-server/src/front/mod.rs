@@ -1,5 +1,5 @@
-//! The HTTP front of `ferrio serve`: `/api/`, `/metrics`, `/healthz` and `/readyz` on the
-//! server's port; new handshakes are refused (503) while draining; everything else goes to
+//! The HTTP front of `ferrio serve`: `/api/`, `/metrics`, `/healthz`, `/readyz` and
+//! `/dashboard` on the server's port; new handshakes are refused (503) while draining; everything else goes to
 //! the connection gate and the Socket.IO server.
 
 use std::convert::Infallible;
@@ -16,6 +16,7 @@ use serde_json::json;
 use tower::Service;
 
 use crate::api::{Api, json_response};
+use crate::dashboard::Dashboard;
 use crate::health::Readiness;
 use crate::limits::Gate;
 
@@ -28,6 +29,7 @@ pub struct Front {
     api: Arc<Api>,
     readiness: Arc<Readiness>,
     metrics: Option<PrometheusHandle>,
+    dashboard: Option<Arc<Dashboard>>,
     path: Arc<str>,
 }
 
@@ -37,6 +39,7 @@ impl Front {
         api: Arc<Api>,
         readiness: Arc<Readiness>,
         metrics: Option<PrometheusHandle>,
+        dashboard: Option<Arc<Dashboard>>,
     ) -> Self {
         let path = Arc::from(api.io.config().path.as_str());
         Self {
@@ -44,6 +47,7 @@ impl Front {
             api,
             readiness,
             metrics,
+            dashboard,
             path,
         }
     }
@@ -103,6 +107,10 @@ impl Service<Request<Incoming>> for Front {
                     text(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
                 }
                 None => text(StatusCode::NOT_FOUND, "text/plain", "metrics are off\n".into()),
+            }),
+            "/dashboard" => Some(match &self.dashboard {
+                Some(dashboard) => dashboard.respond(&req),
+                None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }),
             _ if self.readiness.draining() && self.is_handshake(&req) => Some(json_response(
                 StatusCode::SERVICE_UNAVAILABLE,

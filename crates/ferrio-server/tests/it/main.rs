@@ -5,6 +5,7 @@ mod auth;
 mod backend;
 mod cli;
 mod config;
+mod dashboard;
 mod deploy;
 mod jwks;
 mod limits;

@@ -77,6 +77,20 @@ async fn selections_reach_exactly_their_sockets_once() {
     assert_eq!(room_set(&d), set(&[d.id().as_str()]), "own room only");
     assert!(ns.adapter().local().has_room("r1"));
     assert_eq!(ns.adapter().local().room_count(), 2);
+    let largest = |n| {
+        let rooms = ns.adapter().local().largest_rooms(n);
+        rooms
+            .into_iter()
+            .map(|(r, s)| (r.to_string(), s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        largest(5),
+        [("r1".to_owned(), 2), ("r2".to_owned(), 2)],
+        "ties by name"
+    );
+    assert_eq!(largest(1), [("r1".to_owned(), 2)]);
+    assert!(largest(0).is_empty());
 
     // `to` one room.
     assert_eq!(ns.to("r1").emit("m", json!(1)), Ok(2));
