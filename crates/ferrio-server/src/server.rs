@@ -420,7 +420,7 @@ pub async fn serve_reloadable(
     config.allow_request = Some(origin.clone().allow_request(stats.clone()));
     // `/dashboard` (off unless `dashboard.password` is set): its page's own handshake passes
     // the origin policy with a valid page token.
-    let dashboard = crate::dashboard::Dashboard::new(&settings);
+    let dashboard = crate::dashboard::Dashboard::new(&settings, stats.clone());
     if let Some(dashboard) = &dashboard {
         dashboard.admit_own_page(&mut config);
     }

@@ -52,6 +52,8 @@ rejections! {
     ClaimsInvalid => "auth.claims_invalid",
     SubjectMismatch => "auth.subject_mismatch",
     ExpiredDisconnect => "auth.expired_disconnect",
+    DashboardUnauthorized => "dashboard.wrong_credentials",
+    DashboardTokenRefused => "dashboard.token_refused",
 }
 
 impl From<AuthFailure> for Rejection {

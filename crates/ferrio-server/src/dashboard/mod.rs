@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Settings;
 use crate::config::values::{self, Millis, Secs};
+use crate::stats::{Rejection, Stats};
 
 pub use publisher::Publisher;
 pub use token::{Signer, TokenRefusal};
@@ -112,6 +113,7 @@ pub fn validate(settings: &Settings) -> Result<(), (&'static str, String)> {
 
 /// The running dashboard: its credential, token signer and the numbers it publishes.
 pub struct Dashboard {
+    stats: Arc<Stats>,
     user: [u8; 32],
     password: [u8; 32],
     signer: Signer,
@@ -161,10 +163,11 @@ fn plain(status: StatusCode) -> http::response::Builder {
 
 impl Dashboard {
     /// The dashboard these settings describe, or `None` when it is off.
-    pub fn new(settings: &Settings) -> Option<Arc<Self>> {
+    pub fn new(settings: &Settings, stats: Arc<Stats>) -> Option<Arc<Self>> {
         let d = &settings.dashboard;
         let password = d.password.as_ref()?;
         Some(Arc::new(Self {
+            stats,
             user: digest(d.user.as_bytes()),
             password: digest(password.as_bytes()),
             signer: Signer::random(),
@@ -195,6 +198,7 @@ impl Dashboard {
                 std::future::ready(match verdict {
                     Ok(()) => Ok(Accepted::new()),
                     Err(refusal) => {
+                        admit.stats.count(Rejection::DashboardTokenRefused);
                         tracing::debug!(reason = refusal.reason(), "dashboard connect refused");
                         Err(ConnectError::new("unauthorized")
                             .with_data(json!({ "reason": refusal.reason() })))
@@ -285,6 +289,10 @@ impl Dashboard {
                 .unwrap_or_default();
         }
         if !self.authorized(req.headers()) {
+            // A browser's first request carries no credentials: only wrong ones are counted.
+            if req.headers().contains_key(header::AUTHORIZATION) {
+                self.stats.count(Rejection::DashboardUnauthorized);
+            }
             tracing::debug!("dashboard: missing or wrong credentials");
             return plain(StatusCode::UNAUTHORIZED)
                 .header(header::WWW_AUTHENTICATE, r#"Basic realm="ferrio""#)

@@ -143,6 +143,12 @@ async fn the_page_needs_the_admin_credential() {
     .await
     .unwrap();
     assert_eq!(res.status, 405);
+    // Wrong credentials (not their absence, a browser's first request) are counted.
+    let metrics = get(&server, 1, "/metrics", &[]).await.unwrap().body;
+    assert!(
+        metrics.contains(r#"ferrio_rejections_total{kind="dashboard",reason="wrong_credentials"} 5"#),
+        "{metrics}"
+    );
 
     // A user set in the configuration replaces `admin`.
     let other = Server::start(&config("user = \"ops\"\n")).await;
@@ -259,6 +265,12 @@ async fn the_admin_namespace_admits_only_a_valid_page_token() {
     // Already connected viewers stay.
     let (name, _) = admin_event(&mut ws).await;
     assert_eq!(name, "snapshot");
+    // Every refusal counted: 3 + 5 forged + 1 expired.
+    let metrics = get(&server, 1, "/metrics", &[]).await.unwrap().body;
+    assert!(
+        metrics.contains(r#"ferrio_rejections_total{kind="dashboard",reason="token_refused"} 9"#),
+        "{metrics}"
+    );
 }
 
 #[test]
