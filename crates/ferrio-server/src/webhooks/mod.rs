@@ -62,6 +62,9 @@ pub struct WebhookSettings {
     pub queue_capacity: usize,
     /// Events in one request at most.
     pub batch_size: usize,
+    /// How long the sender waits for more events to fill a batch once one is queued (0: send
+    /// at once). A few milliseconds turn a stream of events into few requests.
+    pub batch_wait: Millis,
     /// How long a batch is retried, from its first attempt, before it is given up.
     pub retry_for: Secs,
     /// The first wait between two attempts; it doubles on each retry...
@@ -90,6 +93,7 @@ impl Default for WebhookSettings {
             timeout: Millis(Duration::from_secs(5)),
             queue_capacity: 10_000,
             batch_size: 100,
+            batch_wait: Millis(Duration::from_millis(10)),
             retry_for: Secs(Duration::from_secs(60)),
             retry_backoff: Millis(Duration::from_millis(200)),
             retry_backoff_max: Millis(Duration::from_secs(10)),

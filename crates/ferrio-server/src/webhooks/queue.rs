@@ -93,6 +93,15 @@ impl Queue {
         Ok(())
     }
 
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// Takes up to `n` events from the front.
     pub fn take(&mut self, n: usize) -> Vec<Event> {
         let n = n.min(self.events.len());

@@ -69,6 +69,7 @@ pub struct Shared {
     /// Random per process: `(instance, seq)` names an event uniquely across restarts.
     instance: String,
     batch_size: usize,
+    batch_wait: Duration,
     timeout: Duration,
     retry: RetryPolicy,
     warn: Mutex<Option<Instant>>,
@@ -97,6 +98,7 @@ impl Shared {
             node,
             instance: format!("{:016x}", rand::random::<u64>()),
             batch_size: settings.batch_size.max(1),
+            batch_wait: settings.batch_wait.0,
             timeout: settings.timeout.0,
             retry: RetryPolicy {
                 give_up_after: settings.retry_for.0,
@@ -156,14 +158,22 @@ impl Shared {
 
     async fn next_batch(&self) -> Vec<Event> {
         loop {
-            let batch = self.queue.lock().take(self.batch_size);
-            if !batch.is_empty() {
-                return batch;
+            if !self.queue.lock().is_empty() {
+                break;
             }
             // `notify_one` leaves a permit when nobody waits, so an event queued between the
             // check and here still wakes us.
             self.queued.notified().await;
         }
+        // Something is queued: give it `batch_wait` to become a full batch.
+        let until = Instant::now() + self.batch_wait;
+        while self.queue.lock().len() < self.batch_size {
+            tokio::select! {
+                () = self.queued.notified() => {}
+                () = tokio::time::sleep_until(until) => break,
+            }
+        }
+        self.queue.lock().take(self.batch_size)
     }
 
     /// Posts one batch until it is delivered, refused, or out of retry time.

@@ -75,6 +75,7 @@ async fn connections_rooms_and_client_events_reach_the_backend_signed() {
     alice.close(None).await.unwrap();
 
     let got = events(&backend, 5).await;
+    backend.wait_requests(2).await;
     let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5], "in order, no gap, none twice: {got:#?}");
     let sid = got[0]["socket"].as_str().expect("socket id").to_owned();

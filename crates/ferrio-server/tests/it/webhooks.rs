@@ -362,6 +362,44 @@ async fn a_backlog_goes_out_in_batches_of_batch_size_in_order() {
     assert_eq!(is, (0..250).collect::<Vec<_>>());
 }
 
+/// Events that trickle in within `batch_wait` of the first share one request; with no wait
+/// the first goes out alone at once.
+#[tokio::test]
+async fn batch_wait_gathers_a_trickle_into_one_request() {
+    for (wait, expected) in [
+        (Duration::from_millis(500), vec![3]),
+        (Duration::ZERO, vec![1, 2]),
+    ] {
+        let backend = Backend::start().await;
+        let hooks = start(&WebhookSettings {
+            batch_wait: Millis(wait),
+            ..settings(&backend.url())
+        });
+        assert!(hooks.send("event", fields(json!({ "i": 0 }))));
+        if wait.is_zero() {
+            // The first request went out alone before the others are queued.
+            backend.wait_requests(1).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // No await between these two: they are queued together.
+        assert!(hooks.send("event", fields(json!({ "i": 1 }))));
+        assert!(hooks.send("event", fields(json!({ "i": 2 }))));
+        let sizes: Vec<usize> = loop {
+            let sizes: Vec<usize> = backend
+                .requests()
+                .iter()
+                .map(|r| r.body["events"].as_array().map_or(0, Vec::len))
+                .collect();
+            if sizes.iter().sum::<usize>() >= 3 {
+                break sizes;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(sizes, expected, "batch_wait {wait:?}");
+    }
+}
+
 #[tokio::test]
 async fn retryable_answers_are_retried_with_the_same_events() {
     for status in [500, 503, 408, 429] {
