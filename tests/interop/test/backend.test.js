@@ -10,6 +10,7 @@ const crypto = require('node:crypto');
 const http = require('node:http');
 const { connect, once, ack, closeAll } = require('../lib/client');
 const sec = require('../lib/security');
+const procs = require('../cluster/procs');
 
 const SECRET = 'interop-backend-secret-0123456789abcdef';
 const HOOK_SECRET = 'interop-webhook-secret-0123';
@@ -143,4 +144,65 @@ describe('ferrio serve: presence, schemas, webhooks and RPC (socket.io-client)',
       alice.disconnect();
     });
   }
+});
+
+describe('ferrio serve: presence across a cluster of two nodes on one Redis', sec.ferrioOnly, () => {
+  const skip = procs.haveRedis() ? false : 'redis-server is not installed';
+  let redis;
+  const nodes = [];
+  before(async () => {
+    if (skip) return;
+    redis = await procs.startRedis();
+    for (const id of ['a', 'b']) {
+      nodes.push(await sec.startSecure([
+        '[auth]',
+        `secret = "${SECRET}"`,
+        '[origin]',
+        'allow_missing = true',
+        '[rooms]',
+        'join = ["chat:*"]',
+        '[presence]',
+        'announce = ["chat:*"]',
+        '[cluster]',
+        `redis_url = "${redis.url}"`,
+        `node_id = "node-${id}"`,
+      ].join('\n')));
+    }
+  });
+  after(async () => {
+    closeAll();
+    for (const n of nodes) await n.stop();
+    if (redis) await redis.stop();
+    sec.removeFiles();
+  });
+
+  it('a user on both nodes is not announced gone until the last socket leaves', { skip }, async () => {
+    const [a, b] = nodes;
+    const as = (node, sub) => connect(node.url, { transports: ['websocket'], auth: { token: token(sub) } });
+    const watcher = await as(a, 'watcher');
+    assert.deepEqual(await ack(watcher, 'join', 'chat:x'), { ok: true });
+    const heard = [];
+    watcher.on('presence:join', (m) => heard.push(['join', m.user]));
+    watcher.on('presence:leave', (m) => heard.push(['leave', m.user]));
+
+    const onA = await as(a, 'carol');
+    const onB = await as(b, 'carol');
+    assert.deepEqual(await ack(onA, 'join', 'chat:x'), { ok: true });
+    assert.deepEqual(await ack(onB, 'join', 'chat:x'), { ok: true });
+    await until('carol announced', () => heard.some(([k]) => k === 'join'));
+    // The presence event sees the whole cluster.
+    const seen = await ack(watcher, 'presence', 'chat:x');
+    assert.deepEqual(seen.users, [{ user: 'carol', connections: 2 }, { user: 'watcher', connections: 1 }]);
+
+    onA.disconnect();
+    // Carol is still in the room on node b: no departure. Node b's answer to a presence
+    // request is a round trip through the cluster, after node a's check.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual((await ack(watcher, 'presence', 'chat:x')).users.map((u) => u.user), ['carol', 'watcher']);
+    assert.ok(!heard.some(([k]) => k === 'leave'), JSON.stringify(heard));
+
+    onB.disconnect();
+    await until('carol\'s departure', () => heard.some(([k]) => k === 'leave'));
+    assert.deepEqual(heard.filter(([k]) => k === 'leave'), [['leave', 'carol']]);
+  });
 });

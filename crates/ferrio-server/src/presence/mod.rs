@@ -3,8 +3,13 @@
 //! socket enters a room or their last one leaves it.
 //!
 //! A user is a token's `sub`; sockets without one (development mode) each count as an
-//! anonymous user of their own. Announcements are decided on each node from its own sockets:
-//! in a cluster, a user connected to two nodes is announced by each.
+//! anonymous user of their own. Each node tracks its own sockets. A user's first socket on a
+//! node announces `presence:join` (in a cluster, a user arriving on two nodes may be announced
+//! twice: a client keeps a set). A user's last socket on a node announces `presence:leave`
+//! only once the cluster has none of the user's sockets left in the room: the check runs
+//! after the socket left, so of several sockets leaving at once on different nodes at least
+//! the last one sees nobody and announces; a leave is never announced while the user is
+//! still there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -91,6 +96,13 @@ pub async fn snapshot(ns: &Namespace, room: &str) -> Result<Value, AdapterError>
 /// Who is present, for the announced rooms only: (namespace, room) → user → their sockets.
 type Members = HashMap<(Arc<str>, Room), HashMap<String, HashSet<Sid>>>;
 
+fn announce_to(ns: &Namespace, room: &Room, sid: Sid, event: &str, message: Value) {
+    let to = ns.to(room.clone()).except(sid.as_str().to_owned());
+    if let Err(e) = to.emit(event, message) {
+        tracing::warn!(error = %e, room = %room, "cannot announce presence");
+    }
+}
+
 /// Tracks the announced rooms' users on this node and tells the room when one arrives or goes.
 #[derive(Debug, Default)]
 pub struct Announcer {
@@ -150,9 +162,28 @@ impl Announcer {
             return;
         }
         let message = json!({ "room": room.as_ref(), "user": user, "socket": sid.as_str() });
-        let to = socket.ns().to(room.clone()).except(sid.as_str().to_owned());
-        if let Err(e) = to.emit(event, message) {
-            tracing::warn!(error = %e, room = %room, "cannot announce presence");
+        let ns = socket.ns().clone();
+        let room = room.clone();
+        match (change, user) {
+            (RoomChange::Left, Some(user)) => {
+                // Gone from this node; still in the room elsewhere in the cluster?
+                tokio::spawn(async move {
+                    let sockets = match ns.to(room.clone()).fetch_sockets().await {
+                        Ok(sockets) => sockets,
+                        Err(e) => {
+                            tracing::warn!(error = %e, room = %room, "presence: cannot ask the cluster");
+                            Vec::new()
+                        }
+                    };
+                    let stays = sockets
+                        .iter()
+                        .any(|s| s.data.get("sub").and_then(Value::as_str) == Some(user.as_str()));
+                    if !stays {
+                        announce_to(&ns, &room, sid, event, message);
+                    }
+                });
+            }
+            _ => announce_to(&ns, &room, sid, event, message),
         }
     }
 
