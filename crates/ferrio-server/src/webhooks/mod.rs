@@ -60,6 +60,9 @@ pub struct WebhookSettings {
     pub timeout: Millis,
     /// Events waiting for delivery at most; beyond that new events are dropped.
     pub queue_capacity: usize,
+    /// Bytes the waiting events may hold at most (their JSON, roughly); beyond that new events
+    /// are dropped, so large forwarded payloads cannot take the node's memory.
+    pub queue_max_bytes: usize,
     /// Events in one request at most.
     pub batch_size: usize,
     /// How long the sender waits for more events to fill a batch once one is queued (0: send
@@ -92,6 +95,7 @@ impl Default for WebhookSettings {
             events: List::of(LIFECYCLE_EVENTS),
             timeout: Millis(Duration::from_secs(5)),
             queue_capacity: 10_000,
+            queue_max_bytes: 64 * 1024 * 1024,
             batch_size: 100,
             batch_wait: Millis(Duration::from_millis(10)),
             retry_for: Secs(Duration::from_secs(60)),
@@ -174,6 +178,7 @@ pub fn validate(settings: &WebhookSettings) -> Result<(), (&'static str, String)
     }
     for (key, n) in [
         ("webhooks.queue_capacity", settings.queue_capacity),
+        ("webhooks.queue_max_bytes", settings.queue_max_bytes),
         ("webhooks.batch_size", settings.batch_size),
         ("webhooks.rpc_concurrency", settings.rpc_concurrency),
     ] {

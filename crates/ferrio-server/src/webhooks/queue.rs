@@ -16,7 +16,28 @@ pub struct Event {
     /// Unix milliseconds when it was queued.
     pub time: u64,
     pub fields: Map<String, Value>,
+    /// What it counts against the queue's byte limit.
+    pub size: usize,
 }
+
+/// Roughly how many bytes `value` takes as JSON, without writing it (strings and keys by their
+/// length, plus a little for every value's punctuation).
+pub fn approx_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| approx_size(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approx_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+/// The frame of an event (`seq`, `type`, `time` and punctuation).
+const FRAME_SIZE: usize = 64;
 
 const RESERVED: [&str; 3] = ["seq", "type", "time"];
 
@@ -53,6 +74,9 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct Queue {
     events: VecDeque<Event>,
     capacity: usize,
+    /// Bytes the queued events hold at most, and hold now.
+    max_bytes: usize,
+    bytes: usize,
     next_seq: u64,
     /// Drops not logged yet, and when the last line was.
     unlogged_drops: u64,
@@ -60,22 +84,29 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             events: VecDeque::new(),
             capacity,
+            max_bytes,
+            bytes: 0,
             next_seq: 1,
             unlogged_drops: 0,
             last_warn: None,
         }
     }
 
-    /// Queues an event with the next sequence number. `Err` when full, with the number of
+    /// Queues an event with the next sequence number. `Err` when full (by count or bytes), with the number of
     /// drops to log now (zero while the last line is recent).
     pub fn push(&mut self, kind: &'static str, time: u64, fields: Map<String, Value>) -> Result<(), u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        if self.events.len() >= self.capacity {
+        let size = FRAME_SIZE
+            + fields
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approx_size(v))
+                .sum::<usize>();
+        if self.events.len() >= self.capacity || self.bytes + size > self.max_bytes {
             self.unlogged_drops += 1;
             let now = Instant::now();
             if self.last_warn.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
@@ -84,11 +115,13 @@ impl Queue {
             self.last_warn = Some(now);
             return Err(std::mem::take(&mut self.unlogged_drops));
         }
+        self.bytes += size;
         self.events.push_back(Event {
             seq,
             kind,
             time,
             fields,
+            size,
         });
         Ok(())
     }
@@ -105,6 +138,8 @@ impl Queue {
     /// Takes up to `n` events from the front.
     pub fn take(&mut self, n: usize) -> Vec<Event> {
         let n = n.min(self.events.len());
-        self.events.drain(..n).collect()
+        let taken: Vec<Event> = self.events.drain(..n).collect();
+        self.bytes -= taken.iter().map(|e| e.size).sum::<usize>();
+        taken
     }
 }

@@ -88,7 +88,7 @@ enum Outcome {
 impl Shared {
     pub fn new(settings: &WebhookSettings, endpoint: Endpoint, node: String) -> Self {
         Self {
-            queue: Mutex::new(Queue::new(settings.queue_capacity)),
+            queue: Mutex::new(Queue::new(settings.queue_capacity, settings.queue_max_bytes)),
             queued: Notify::new(),
             settled: Notify::new(),
             pending: AtomicUsize::new(0),

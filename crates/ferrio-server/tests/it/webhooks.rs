@@ -362,6 +362,41 @@ async fn a_backlog_goes_out_in_batches_of_batch_size_in_order() {
     assert_eq!(is, (0..250).collect::<Vec<_>>());
 }
 
+/// Large events fill `queue_max_bytes` before `queue_capacity`: the next one is dropped (and
+/// numbered), and delivery frees the room again.
+#[tokio::test]
+async fn the_queue_is_bounded_in_bytes_too() {
+    let mut backend = Backend::down().await;
+    let hooks = start(&WebhookSettings {
+        queue_max_bytes: 10_000,
+        ..settings(&backend.url())
+    });
+    let big = "x".repeat(3_000);
+    for i in 0..3 {
+        assert!(
+            hooks.send("event", fields(json!({ "i": i, "data": big }))),
+            "event {i} fits"
+        );
+    }
+    assert!(
+        !hooks.send("event", fields(json!({ "i": 3, "data": big }))),
+        "the fourth does not"
+    );
+    assert!(
+        hooks.send("event", fields(json!({ "i": 4 }))),
+        "a small one still fits"
+    );
+    backend.up().await;
+    assert_eq!(hooks.flush(soon()).await, 0);
+    assert_eq!(backend.seqs(), [1, 2, 3, 5], "the dropped one is a gap");
+    assert!(
+        hooks.send("event", fields(json!({ "i": 5, "data": big }))),
+        "room again"
+    );
+    assert_eq!(hooks.flush(soon()).await, 0);
+    assert_eq!(hooks.stats().dropped, 1);
+}
+
 /// Events that trickle in within `batch_wait` of the first share one request; with no wait
 /// the first goes out alone at once.
 #[tokio::test]
