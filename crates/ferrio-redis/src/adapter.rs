@@ -1123,22 +1123,28 @@ impl Adapter for RedisAdapter {
         &self.local
     }
 
-    fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
-        for room in self.local.add_all(sid, rooms) {
-            self.on_room_created(&room);
+    fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) -> SmallVec<[Room; 1]> {
+        let done = self.local.add_all(sid, rooms);
+        for room in &done.edges {
+            self.on_room_created(room);
         }
+        done.changed
     }
 
-    fn del(&self, sid: Sid, room: &Room) {
-        if let Some(room) = self.local.del(sid, room) {
-            self.on_room_emptied(&room);
+    fn del(&self, sid: Sid, room: &Room) -> SmallVec<[Room; 1]> {
+        let done = self.local.del(sid, room);
+        for room in &done.edges {
+            self.on_room_emptied(room);
         }
+        done.changed
     }
 
-    fn del_all(&self, sid: Sid) {
-        for room in self.local.del_all(sid) {
-            self.on_room_emptied(&room);
+    fn del_all(&self, sid: Sid) -> SmallVec<[Room; 1]> {
+        let done = self.local.del_all(sid);
+        for room in &done.edges {
+            self.on_room_emptied(room);
         }
+        done.changed
     }
 
     fn broadcast(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Result<usize, AdapterError> {

@@ -174,19 +174,19 @@ pub trait Adapter: Send + Sync + 'static {
     /// A local socket left (already gone from the local index).
     fn on_socket_removed(&self, _sid: Sid) {}
 
-    /// Adds a socket to rooms.
-    fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) {
-        let _created = self.local().add_all(sid, rooms);
+    /// Adds a socket to rooms; returns the rooms it was not in before.
+    fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) -> SmallVec<[Room; 1]> {
+        self.local().add_all(sid, rooms).changed
     }
 
-    /// Removes a socket from a room.
-    fn del(&self, sid: Sid, room: &Room) {
-        let _emptied = self.local().del(sid, room);
+    /// Removes a socket from a room; returns it if the socket was in it.
+    fn del(&self, sid: Sid, room: &Room) -> SmallVec<[Room; 1]> {
+        self.local().del(sid, room).changed
     }
 
-    /// Removes a socket from every room.
-    fn del_all(&self, sid: Sid) {
-        let _emptied = self.local().del_all(sid);
+    /// Removes a socket from every room; returns the rooms it was in.
+    fn del_all(&self, sid: Sid) -> SmallVec<[Room; 1]> {
+        self.local().del_all(sid).changed
     }
 
     /// The rooms a local socket is in (its own id excluded).
@@ -315,6 +315,17 @@ impl Index {
     }
 }
 
+/// What a membership change did on this node, decided under the index's lock (so two
+/// changes racing each other never both claim the same room).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The rooms the socket joined (was not in) or left (was in).
+    pub changed: SmallVec<[Room; 1]>,
+    /// Of those, the rooms that got their first local member or lost their last one (where
+    /// cluster adapters subscribe and unsubscribe).
+    pub edges: SmallVec<[Room; 1]>,
+}
+
 /// The in-memory index of one namespace's sockets on this node, and local delivery.
 #[derive(Debug, Default)]
 pub struct LocalAdapter {
@@ -338,17 +349,16 @@ impl LocalAdapter {
         );
     }
 
-    /// Adds a local socket to rooms; unknown sockets are ignored. Returns the rooms this
-    /// created (their first local member), which cluster adapters may subscribe to.
-    pub fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) -> SmallVec<[Room; 1]> {
-        let mut created = SmallVec::new();
+    /// Adds a local socket to rooms; unknown sockets are ignored.
+    pub fn add_all(&self, sid: Sid, rooms: SmallVec<[Room; 1]>) -> Membership {
+        let mut done = Membership::default();
         let mut index = self.index.write();
         let Index {
             sockets,
             rooms: by_room,
         } = &mut *index;
         let Some(entry) = sockets.get_mut(&sid) else {
-            return created;
+            return done;
         };
         for room in rooms {
             if room.as_ref() == sid.as_str() || entry.rooms.contains(&room) {
@@ -356,38 +366,49 @@ impl LocalAdapter {
             }
             let members = by_room.entry(room.clone()).or_default();
             if members.is_empty() {
-                created.push(room.clone());
+                done.edges.push(room.clone());
             }
             members.insert(sid);
-            entry.rooms.push(room);
+            entry.rooms.push(room.clone());
+            done.changed.push(room);
         }
-        created
+        done
     }
 
-    /// Removes a local socket from a room. Returns the room if it has no local member left.
-    pub fn del(&self, sid: Sid, room: &Room) -> Option<Room> {
+    /// Removes a local socket from a room.
+    pub fn del(&self, sid: Sid, room: &Room) -> Membership {
+        let mut done = Membership::default();
         let mut index = self.index.write();
         let Index { sockets, rooms } = &mut *index;
-        let entry = sockets.get_mut(&sid)?;
-        let pos = entry.rooms.iter().position(|r| r == room)?;
+        let Some(entry) = sockets.get_mut(&sid) else {
+            return done;
+        };
+        let Some(pos) = entry.rooms.iter().position(|r| r == room) else {
+            return done;
+        };
         entry.rooms.swap_remove(pos);
-        remove_member(rooms, room, sid).then(|| room.clone())
+        done.changed.push(room.clone());
+        if remove_member(rooms, room, sid) {
+            done.edges.push(room.clone());
+        }
+        done
     }
 
-    /// Removes a local socket from every room and from the index. Returns the rooms left with
-    /// no local member.
-    pub fn del_all(&self, sid: Sid) -> Vec<Room> {
+    /// Removes a local socket from every room and from the index.
+    pub fn del_all(&self, sid: Sid) -> Membership {
+        let mut done = Membership::default();
         let mut index = self.index.write();
         let Index { sockets, rooms } = &mut *index;
         let Some(entry) = sockets.remove(&sid) else {
-            return Vec::new();
+            return done;
         };
-        entry
-            .rooms
-            .iter()
-            .filter(|room| remove_member(rooms, room, sid))
-            .cloned()
-            .collect()
+        for room in entry.rooms {
+            if remove_member(rooms, &room, sid) {
+                done.edges.push(room.clone());
+            }
+            done.changed.push(room);
+        }
+        done
     }
 
     /// The rooms a local socket is in (its own id excluded).

@@ -22,7 +22,7 @@ use crate::io::IoShared;
 use crate::namespace::ConnectRequest;
 use crate::recovery::Restored;
 use crate::socket::{Accepted, DisconnectReason, Identity};
-use crate::{AckSender, Event, Handshake, Namespace, Payload, Sid, Socket};
+use crate::{AckSender, Event, Handshake, Namespace, Payload, Room, Sid, Socket};
 
 enum Slot {
     /// The connect hook is running; any other packet for this namespace breaks the rules.
@@ -220,9 +220,14 @@ impl Client {
             None => self.nsps.push((nsp, Slot::Connected(socket.clone()))),
         }
         self.connect_deadline = None;
+        // The restored rooms are the socket's at once (missed and new broadcasts reach it), and
+        // reported to room watchers after the connect handlers, as joins made then.
+        let mut rejoined = SmallVec::<[Room; 1]>::new();
         if let Some(restored) = restored {
             socket.set_data(restored.data);
-            socket.add_rooms(restored.rooms.into_iter().collect());
+            rejoined = ns
+                .adapter()
+                .add_all(socket.id(), restored.rooms.into_iter().collect());
             // As the reference does: the missed packets go out before the CONNECT answer.
             for packet in &restored.missed {
                 let _ = conn.push(packet.frames(), false);
@@ -240,6 +245,9 @@ impl Client {
         crate::metrics::socket_connected(ns.name());
         tracing::debug!(ns = %ns.name(), recovered = socket.recovered(), "socket connected");
         ns.run_connect_handlers(&socket);
+        for room in &rejoined {
+            ns.run_room_handlers(&socket, room, crate::RoomChange::Joined);
+        }
     }
 }
 

@@ -44,7 +44,8 @@ mod sid;
 mod socket;
 
 pub use adapter::{
-    Adapter, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, LocalAdapter, Room, SocketInfo,
+    Adapter, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, LocalAdapter, Membership, Room,
+    SocketInfo,
 };
 pub use config::{AllowRequest, Config, Cors, HandshakeRequest, OriginCheck, Transports};
 pub use engine::{CloseReason, RemoteAddr, SendError, TransportKind};

@@ -398,12 +398,6 @@ impl Namespace {
         }
     }
 
-    /// Whether anything listens to room changes (the membership bookkeeping is skipped
-    /// otherwise).
-    pub(crate) fn watches_rooms(&self) -> bool {
-        !self.0.handlers.on_room.is_empty()
-    }
-
     pub(crate) fn run_room_handlers(&self, socket: &Socket, room: &Room, change: RoomChange) {
         for f in &self.0.handlers.on_room {
             f(socket, room, change);

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
-use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use ferrio_proto::socket::Packet;
@@ -413,40 +412,20 @@ impl Socket {
 
     /// Joins one or more rooms.
     pub fn join(&self, rooms: impl IntoRooms) {
-        if self.connected() {
-            self.add_rooms(rooms.into_rooms());
-        }
-    }
-
-    /// Adds the socket to rooms, telling the namespace's room watchers about the new ones.
-    pub(crate) fn add_rooms(&self, rooms: SmallVec<[Room; 1]>) {
-        let ns = &self.0.ns;
-        if !ns.watches_rooms() {
-            ns.adapter().add_all(self.id(), rooms);
+        if !self.connected() {
             return;
         }
-        let before = ns.adapter().socket_rooms(self.id());
-        let own = self.id();
-        let mut new: SmallVec<[Room; 1]> = SmallVec::new();
-        for room in &rooms {
-            if room.as_ref() != own.as_str() && !before.contains(room) && !new.contains(room) {
-                new.push(room.clone());
-            }
-        }
-        ns.adapter().add_all(self.id(), rooms);
-        for room in &new {
-            ns.run_room_handlers(self, room, RoomChange::Joined);
+        let joined = self.0.ns.adapter().add_all(self.id(), rooms.into_rooms());
+        for room in &joined {
+            self.0.ns.run_room_handlers(self, room, RoomChange::Joined);
         }
     }
 
     /// Leaves a room.
     pub fn leave(&self, room: impl Into<Room>) {
-        let room = room.into();
-        let ns = &self.0.ns;
-        let was_in = ns.watches_rooms() && ns.adapter().socket_rooms(self.id()).contains(&room);
-        ns.adapter().del(self.id(), &room);
-        if was_in {
-            ns.run_room_handlers(self, &room, RoomChange::Left);
+        let left = self.0.ns.adapter().del(self.id(), &room.into());
+        for room in &left {
+            self.0.ns.run_room_handlers(self, room, RoomChange::Left);
         }
     }
 
@@ -494,12 +473,7 @@ impl Socket {
             recovery.persist(pid, self.id(), rooms, self.data());
         }
         crate::metrics::socket_disconnected(self.0.ns.name());
-        let left = if self.0.ns.watches_rooms() {
-            self.0.ns.adapter().socket_rooms(self.id())
-        } else {
-            Vec::new()
-        };
-        self.0.ns.adapter().del_all(self.id());
+        let left = self.0.ns.adapter().del_all(self.id());
         for room in &left {
             self.0.ns.run_room_handlers(self, room, RoomChange::Left);
         }

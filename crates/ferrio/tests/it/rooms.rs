@@ -399,3 +399,69 @@ async fn room_changes_are_reported_once_each() {
         "rooms left before the disconnect callbacks"
     );
 }
+
+/// A recovered session gets its rooms back, reported as joins after the connect callbacks (as
+/// if joined then), and the earlier disconnection had reported them left.
+#[tokio::test]
+async fn a_recovered_session_reports_its_rooms_after_connecting() {
+    use ferrio::{RecoveryConfig, RoomChange};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (log, on_conn, on_disc) = (seen.clone(), seen.clone(), seen.clone());
+    let config = Config {
+        recovery: Some(RecoveryConfig::default()),
+        ..Config::default()
+    };
+    let io = Io::builder(config)
+        .ns("/", move |ns| {
+            with_echo(ns)
+                .on_room_change(move |_, room, change| {
+                    let sign = if change == RoomChange::Joined { '+' } else { '-' };
+                    log.lock().push(format!("{sign}{room}"));
+                })
+                .on_connect(move |s| {
+                    s.join("r");
+                    on_conn.lock().push("connect".into());
+                })
+                .on_disconnect(move |_, _| on_disc.lock().push("disconnect".into()))
+        })
+        .build();
+    let server = start(io).await;
+    let mut client = WsClient::connect(server.addr).await;
+    client.send("40").await;
+    let reply: serde_json::Value = serde_json::from_str(&client.recv_text().await[2..]).unwrap();
+    let pid = reply["pid"].as_str().expect("pid").to_owned();
+    let sid = reply["sid"].as_str().expect("sid").to_owned();
+    let socket = server.io.of("/").unwrap().socket(sid.parse().unwrap()).unwrap();
+    socket.join("extra");
+    // A broadcast carries its offset, where the recovered session resumes.
+    server.io.of("/").unwrap().to("extra").emit("x", ()).unwrap();
+    let packet: serde_json::Value = serde_json::from_str(&client.recv_text().await[2..]).unwrap();
+    let offset = packet[1].as_str().expect("offset").to_owned();
+    // The connection drops without a goodbye: a recoverable disconnection.
+    drop(client);
+    eventually("disconnect reported", || {
+        seen.lock().last().map(String::as_str) == Some("disconnect")
+    })
+    .await;
+    let first = std::mem::take(&mut *seen.lock());
+    assert_eq!(first[..2], ["+r", "connect"]);
+    let mut left: Vec<&str> = first[3..first.len() - 1].iter().map(String::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["-extra", "-r"]);
+
+    let mut again = WsClient::connect(server.addr).await;
+    again
+        .send(format!("40{}", json!({ "pid": pid, "offset": offset })))
+        .await;
+    let reply: serde_json::Value = serde_json::from_str(&again.recv_text().await[2..]).unwrap();
+    assert_eq!(reply["sid"], sid, "recovered");
+    eventually("rooms reported", || seen.lock().len() >= 3).await;
+    let second = std::mem::take(&mut *seen.lock());
+    assert_eq!(second[0], "connect", "connect callbacks first: {second:?}");
+    let mut joined: Vec<&str> = second[1..].iter().map(String::as_str).collect();
+    joined.sort_unstable();
+    assert_eq!(joined, ["+extra", "+r"], "each restored room once: {second:?}");
+}
