@@ -53,8 +53,35 @@ struct Hooks {
     presence_query: bool,
     announcer: Option<Arc<Announcer>>,
     webhooks: Option<Arc<Webhooks>>,
+    /// `webhooks.rpc_per_socket`.
+    rpc_per_socket: usize,
     proxies: crate::limits::ProxyList,
     stats: Arc<Stats>,
+}
+
+/// The RPCs one socket has in flight.
+#[derive(Debug, Default)]
+struct RpcSlots(AtomicUsize);
+
+/// One RPC in flight; gives its slot back when dropped.
+struct RpcSlot(Arc<RpcSlots>);
+
+impl RpcSlots {
+    fn take(self: Arc<Self>, limit: usize) -> Option<RpcSlot> {
+        let taken = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| RpcSlot(self))
+    }
+}
+
+impl Drop for RpcSlot {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The fields every webhook about `socket` carries: `socket`, `ns` and, when known, `user`.
@@ -79,6 +106,9 @@ impl Hooks {
         let mut accepted = Accepted::new()
             .extension(key)
             .extension(Arc::new(EventLimiter::new(self.event_limits.clone())));
+        if !self.rules.rpcs().is_empty() {
+            accepted = accepted.extension(Arc::new(RpcSlots::default()));
+        }
         if let Some(auth) = &self.auth {
             let verified = match auth.token_from(&req.auth, &req.handshake) {
                 Ok(token) => auth.verify(token).await,
@@ -181,8 +211,21 @@ impl Hooks {
         webhooks.send("event", fields)
     }
 
-    /// An RPC event: the backend's reply is the ack.
-    async fn rpc(self: Arc<Self>, socket: Socket, mut event: ferrio::Event) {
+    /// An RPC event: takes one of the socket's slots in the order events arrive, then asks
+    /// the backend on a task of its own; the reply is the ack.
+    fn start_rpc(self: &Arc<Self>, socket: &Socket, mut event: ferrio::Event) {
+        let slot = socket
+            .extension::<Arc<RpcSlots>>()
+            .and_then(|slots| slots.take(self.rpc_per_socket));
+        match slot {
+            Some(slot) => {
+                tokio::spawn(self.clone().rpc(socket.clone(), event, slot));
+            }
+            None => event.ack(json!({ "ok": false, "error": "rpc_busy" })),
+        }
+    }
+
+    async fn rpc(self: Arc<Self>, socket: Socket, mut event: ferrio::Event, _slot: RpcSlot) {
         let Some(webhooks) = &self.webhooks else {
             return;
         };
@@ -341,7 +384,7 @@ impl Hooks {
             }
             for name in self.rules.rpcs() {
                 let hooks = self.clone();
-                ns = ns.on_async(name, move |socket, event| hooks.clone().rpc(socket, event));
+                ns = ns.on(name, move |socket, event| hooks.start_rpc(socket, event));
             }
         }
         ns = match &self.rooms {
@@ -428,10 +471,7 @@ pub async fn serve_reloadable(
     let limits = Arc::new(ConnectionLimits::new(&settings.limits, stats.clone()));
     let node_id = settings.cluster.node_id.clone().unwrap_or_else(node_name);
     // After the metrics recorder: the webhook meters are taken when it starts.
-    let webhooks = Webhooks::start(&settings.webhooks, node_id.clone());
-    if let Some(url) = &settings.webhooks.url {
-        info!(url = %crate::config::redact_url(url), events = ?settings.webhooks.events.0, "webhooks on");
-    }
+    let webhooks = Webhooks::start(&settings.webhooks, node_id.clone())?;
     let slots = Arc::new(NamespaceSlots::new(settings.limits.max_namespaces_per_connection));
     let hooks = Arc::new(Hooks {
         rooms: auth
@@ -454,8 +494,9 @@ pub async fn serve_reloadable(
         max_rooms: AtomicUsize::new(settings.limits.max_rooms_per_socket),
         rules: EventRules::new(&settings, &layers)?,
         presence_query: settings.presence.query,
-        announcer: Announcer::new(&settings.presence),
+        announcer: Announcer::new(&settings),
         webhooks: webhooks.clone(),
+        rpc_per_socket: settings.webhooks.rpc_per_socket,
         proxies: limits.proxies().clone(),
         stats: stats.clone(),
     });
@@ -672,7 +713,8 @@ impl Reloader {
         limits.event_strikes = running.event_strikes;
         limits.event_strike_window = running.event_strike_window;
         limits.max_rooms_per_socket = running.max_rooms_per_socket;
-        if unapplied.to_redacted_toml() != self.running.to_redacted_toml() {
+        // Compared with their secrets (never printed): a rotated secret needs a restart too.
+        if toml::to_string(&unapplied).ok() != toml::to_string(&self.running).ok() {
             warn!("the configuration file changed keys that SIGHUP does not apply; restart to apply them");
         }
     }

@@ -5,11 +5,12 @@
 //! A user is a token's `sub`; sockets without one (development mode) each count as an
 //! anonymous user of their own. Each node tracks its own sockets. A user's first socket on a
 //! node announces `presence:join` (in a cluster, a user arriving on two nodes may be announced
-//! twice: a client keeps a set). A user's last socket on a node announces `presence:leave`
-//! only once the cluster has none of the user's sockets left in the room: the check runs
-//! after the socket left, so of several sockets leaving at once on different nodes at least
-//! the last one sees nobody and announces; a leave is never announced while the user is
-//! still there.
+//! twice: a client keeps a set). A user's last socket on a node announces `presence:leave`;
+//! in a cluster only once the other nodes say they hold none of the user's sockets in the
+//! room (asked through the user's own room, a few sockets, when `rooms.user_room` is on) and
+//! none came back here meanwhile. The question is asked after the socket left, so of several
+//! sockets leaving at once on different nodes the last one to ask sees nobody and announces.
+//! When the cluster does not answer, no departure is announced.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{ConfigError, Layers, List, Settings};
-use crate::rooms::any_match;
+use crate::rooms::{any_match, user_room};
 
 /// The event a room's members get when a user's first socket joins it.
 pub const JOIN_EVENT: &str = "presence:join";
@@ -108,22 +109,58 @@ fn announce_to(ns: &Namespace, room: &Room, sid: Sid, event: &str, message: Valu
 pub struct Announcer {
     patterns: Vec<String>,
     members: Mutex<Members>,
+    /// Other nodes may hold the user's sockets: ask them before announcing a departure.
+    clustered: bool,
+    /// Every socket of a user is in `user:<sub>`: the cheap way to ask where they are.
+    user_room: bool,
 }
 
 impl Announcer {
     /// `None` when no room is announced.
-    pub fn new(settings: &PresenceSettings) -> Option<Arc<Self>> {
-        (!settings.announce.is_empty()).then(|| {
+    pub fn new(settings: &Settings) -> Option<Arc<Self>> {
+        let presence = &settings.presence;
+        (!presence.announce.is_empty()).then(|| {
             Arc::new(Self {
-                patterns: settings.announce.0.clone(),
+                patterns: presence.announce.0.clone(),
                 members: Mutex::default(),
+                clustered: settings.cluster.redis_url.is_some(),
+                user_room: settings.rooms.user_room,
             })
         })
     }
 
+    /// Whether this node holds a socket of `user` in `room`.
+    fn here(&self, ns: &str, room: &Room, user: &str) -> bool {
+        self.members
+            .lock()
+            .get(&(Arc::from(ns), room.clone()))
+            .is_some_and(|users| users.contains_key(user))
+    }
+
+    /// Whether another node holds a socket of `user` in `room`; `None` when the cluster did
+    /// not answer. Asks the user's own room when there is one (a few sockets), else the room.
+    async fn elsewhere(&self, ns: &Namespace, room: &Room, user: &str) -> Option<bool> {
+        let asked = if self.user_room {
+            ns.to(user_room(user)).fetch_sockets().await
+        } else {
+            ns.to(room.clone()).fetch_sockets().await
+        };
+        match asked {
+            Ok(sockets) => {
+                Some(sockets.iter().any(|s| {
+                    s.data.get("sub").and_then(Value::as_str) == Some(user) && s.rooms.contains(room)
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, room = %room, "presence: the cluster did not answer; no departure announced");
+                None
+            }
+        }
+    }
+
     /// A socket joined or left `room`. Joining and leaving are idempotent per socket, so a
     /// repeated report changes nothing.
-    pub fn on_room_change(&self, socket: &Socket, room: &Room, change: RoomChange) {
+    pub fn on_room_change(self: &Arc<Self>, socket: &Socket, room: &Room, change: RoomChange) {
         if !any_match(&self.patterns, room) {
             return;
         }
@@ -165,20 +202,14 @@ impl Announcer {
         let ns = socket.ns().clone();
         let room = room.clone();
         match (change, user) {
-            (RoomChange::Left, Some(user)) => {
-                // Gone from this node; still in the room elsewhere in the cluster?
+            (RoomChange::Left, Some(user)) if self.clustered => {
+                // Gone from this node; still in the room on another one? Asked after the
+                // socket left, so of several leaving at once the last one asking sees nobody.
+                let this = self.clone();
                 tokio::spawn(async move {
-                    let sockets = match ns.to(room.clone()).fetch_sockets().await {
-                        Ok(sockets) => sockets,
-                        Err(e) => {
-                            tracing::warn!(error = %e, room = %room, "presence: cannot ask the cluster");
-                            Vec::new()
-                        }
-                    };
-                    let stays = sockets
-                        .iter()
-                        .any(|s| s.data.get("sub").and_then(Value::as_str) == Some(user.as_str()));
-                    if !stays {
+                    if this.elsewhere(&ns, &room, &user).await == Some(false)
+                        && !this.here(ns.name(), &room, &user)
+                    {
                         announce_to(&ns, &room, sid, event, message);
                     }
                 });

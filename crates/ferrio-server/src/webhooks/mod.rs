@@ -84,6 +84,8 @@ pub struct WebhookSettings {
     pub rpc_timeout: Millis,
     /// RPCs in flight at most; beyond that they fail at once with `rpc_busy`.
     pub rpc_concurrency: usize,
+    /// RPCs one socket may have in flight at once (so one client cannot take every slot).
+    pub rpc_per_socket: usize,
 }
 
 impl Default for WebhookSettings {
@@ -104,6 +106,7 @@ impl Default for WebhookSettings {
             rpc_url: None,
             rpc_timeout: Millis(Duration::from_secs(5)),
             rpc_concurrency: 256,
+            rpc_per_socket: 8,
         }
     }
 }
@@ -181,6 +184,7 @@ pub fn validate(settings: &WebhookSettings) -> Result<(), (&'static str, String)
         ("webhooks.queue_max_bytes", settings.queue_max_bytes),
         ("webhooks.batch_size", settings.batch_size),
         ("webhooks.rpc_concurrency", settings.rpc_concurrency),
+        ("webhooks.rpc_per_socket", settings.rpc_per_socket),
     ] {
         if n == 0 {
             return Err((key, "must be positive".into()));
@@ -232,27 +236,25 @@ impl Drop for Webhooks {
 }
 
 impl Webhooks {
-    /// `None` when `settings.url` is unset, or when the secret cannot be read (logged; the
-    /// settings were validated, so only a file that vanished since does that). Spawns the
+    /// `None` when `settings.url` is unset; an error when the secret cannot be read (the
+    /// settings were validated, so only a file that vanished since does that): configured
+    /// RPC events must not go unanswered, so the server does not start. Spawns the
     /// sender task, so it needs a tokio runtime; the metrics recorder must be installed first.
-    pub fn start(settings: &WebhookSettings, node_id: String) -> Option<Arc<Webhooks>> {
-        let url = settings.url.as_deref()?;
-        let secret = match settings.secret_bytes() {
-            Ok(secret) => secret,
-            Err((key, message)) => {
-                tracing::error!(key, "webhooks are off: {message}");
-                return None;
-            }
+    pub fn start(settings: &WebhookSettings, node_id: String) -> Result<Option<Arc<Webhooks>>, String> {
+        let Some(url) = settings.url.as_deref() else {
+            return Ok(None);
         };
-        let client = match endpoint::client() {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(error = %e, "webhooks are off: cannot build an HTTP client");
-                return None;
-            }
+        let secret = settings
+            .secret_bytes()
+            .map_err(|(key, message)| format!("`{key}`: {message}"))?;
+        let client = endpoint::client().map_err(|e| format!("webhooks: cannot build an HTTP client: {e}"))?;
+        let rpc_url = settings.rpc_url.as_deref().unwrap_or(url);
+        let (Some(events_endpoint), Some(rpc_endpoint)) = (
+            Endpoint::new(client.clone(), url, &secret),
+            Endpoint::new(client, rpc_url, &secret),
+        ) else {
+            return Err("webhooks: `webhooks.url` or `webhooks.rpc_url` is not an http(s) URL".into());
         };
-        let events_endpoint = Endpoint::new(client.clone(), url, &secret)?;
-        let rpc_endpoint = Endpoint::new(client, settings.rpc_url.as_deref().unwrap_or(url), &secret)?;
         let shared = Arc::new(Shared::new(settings, events_endpoint, node_id.clone()));
         let sender = tokio::spawn(sender::run(shared.clone()));
         tracing::info!(
@@ -260,12 +262,12 @@ impl Webhooks {
             events = %settings.events.0.join(","),
             "webhooks on"
         );
-        Some(Arc::new(Webhooks {
+        Ok(Some(Arc::new(Webhooks {
             shared,
             events: settings.events.0.clone(),
             rpc: rpc::Rpc::new(rpc_endpoint, settings, node_id),
             sender,
-        }))
+        })))
     }
 
     /// Queues one event; never blocks or awaits. `fields` follow `seq`, `type` and `time` in

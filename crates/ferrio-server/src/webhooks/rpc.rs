@@ -67,6 +67,9 @@ impl std::error::Error for RpcError {}
 pub struct Rpc {
     endpoint: Endpoint,
     node: String,
+    /// `<random per process>-<n>`: each RPC's `id`, so a backend can refuse a replayed one.
+    instance: String,
+    next_id: std::sync::atomic::AtomicU64,
     timeout: Duration,
     slots: Semaphore,
     meters: RpcMeters,
@@ -77,6 +80,8 @@ impl Rpc {
         Self {
             endpoint,
             node,
+            instance: format!("{:016x}", rand::random::<u64>()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
             timeout: settings.rpc_timeout.0,
             slots: Semaphore::new(settings.rpc_concurrency),
             meters: RpcMeters::new(),
@@ -90,11 +95,13 @@ impl Rpc {
         };
         let body = match body {
             Value::Object(fields) => {
-                let mut framed = Map::with_capacity(fields.len() + 2);
+                let mut framed = Map::with_capacity(fields.len() + 3);
                 framed.insert("type".into(), "rpc".into());
                 framed.insert("node".into(), self.node.clone().into());
+                let n = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                framed.insert("id".into(), format!("{}-{n}", self.instance).into());
                 for (k, v) in fields {
-                    if k != "type" && k != "node" {
+                    if k != "type" && k != "node" && k != "id" {
                         framed.insert(k, v);
                     }
                 }

@@ -258,3 +258,44 @@ async fn a_drain_flushes_the_disconnection_webhooks_before_exiting() {
         server.stderr()
     );
 }
+
+#[tokio::test]
+async fn one_socket_cannot_hold_more_than_its_share_of_rpcs() {
+    let backend = Backend::start().await;
+    backend.reply_always(Reply::Stall);
+    let server = Server::start(&config(&backend, "events = []\nrpc_per_socket = 2\n")).await;
+    let mut greedy = user(&server, "greedy").await;
+    for id in 1..=3 {
+        greedy
+            .send(Message::text(format!("42{id}[\"order:create\",{{}}]")))
+            .await
+            .unwrap();
+    }
+    // The third is refused at once; the first two wait for the backend and time out.
+    let mut acks = Vec::new();
+    while acks.len() < 3 {
+        let text = next_text(&mut greedy).await.expect("connected");
+        if let Some(rest) = text.strip_prefix("43") {
+            acks.push(rest.to_owned());
+        }
+    }
+    assert_eq!(acks[0], r#"3[{"ok":false,"error":"rpc_busy"}]"#, "{acks:?}");
+    let mut slow = acks[1..].to_vec();
+    slow.sort();
+    assert_eq!(
+        slow,
+        [
+            r#"1[{"ok":false,"error":"rpc_timeout"}]"#,
+            r#"2[{"ok":false,"error":"rpc_timeout"}]"#
+        ]
+    );
+    // Another socket was never held up by the greedy one's share.
+    let mut other = user(&server, "other").await;
+    backend.reply_always(OK);
+    let ack = call_event(&mut other, 1, "order:create", json!({})).await;
+    assert_eq!(ack, json!({ "ok": true }));
+    // And the greedy one's slots came back.
+    let ack = call_event(&mut greedy, 4, "order:create", json!({})).await;
+    assert_eq!(ack, json!({ "ok": true }));
+    server.stop().await;
+}

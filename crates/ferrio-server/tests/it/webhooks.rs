@@ -261,7 +261,9 @@ fn settings(url: &str) -> WebhookSettings {
 }
 
 fn start(settings: &WebhookSettings) -> Arc<Webhooks> {
-    Webhooks::start(settings, "node-a".into()).expect("webhooks on")
+    Webhooks::start(settings, "node-a".into())
+        .expect("starts")
+        .expect("webhooks on")
 }
 
 fn fields(value: Value) -> Map<String, Value> {
@@ -598,12 +600,16 @@ async fn rpc_reply_becomes_the_value() {
     assert!(req.signed);
     assert_eq!(req.path, "/rpc");
     assert_eq!(req.headers["content-type"], "application/json");
+    let mut body = req.body.clone();
+    let id = body.as_object_mut().unwrap().remove("id").expect("an id");
+    let (instance, n) = id.as_str().unwrap().split_once('-').expect("instance-n");
+    assert_eq!((instance.len(), n), (16, "1"), "{id}");
     assert_eq!(
-        req.body,
+        body,
         json!({ "type": "rpc", "node": "node-a", "socket": "s1", "ns": "/", "event": "buy", "args": [1, "x"] })
     );
     let keys: Vec<&str> = req.body.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys[..2], ["type", "node"]);
+    assert_eq!(keys[..3], ["type", "node", "id"]);
 }
 
 #[tokio::test]
@@ -687,7 +693,11 @@ fn rpc_errors_have_ack_codes() {
 
 #[tokio::test]
 async fn off_without_a_url_and_wants_follows_events() {
-    assert!(Webhooks::start(&WebhookSettings::default(), "n".into()).is_none());
+    assert!(
+        Webhooks::start(&WebhookSettings::default(), "n".into())
+            .expect("starts")
+            .is_none()
+    );
     let hooks = start(&WebhookSettings {
         events: List::of(&["connection", "leave"]),
         ..settings("http://127.0.0.1:9/hooks")
