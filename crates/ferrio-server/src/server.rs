@@ -59,6 +59,24 @@ struct Hooks {
     stats: Arc<Stats>,
 }
 
+/// A client event for the backend: `event`, `args` and, when it carried binary data,
+/// `attachments` (base64, in the order the `{"_placeholder":true,"num":N}` arguments name).
+fn event_fields(socket: &Socket, event: &ferrio::Event) -> Map<String, Value> {
+    use base64::Engine as _;
+    let mut fields = about(socket);
+    fields.insert("event".into(), event.name().into());
+    fields.insert("args".into(), Value::Array(event.args().to_vec()));
+    let attachments = &event.payload().attachments;
+    if !attachments.is_empty() {
+        let encoded = attachments
+            .iter()
+            .map(|b| Value::from(base64::engine::general_purpose::STANDARD.encode(b)))
+            .collect();
+        fields.insert("attachments".into(), Value::Array(encoded));
+    }
+    fields
+}
+
 /// The RPCs one socket has in flight.
 #[derive(Debug, Default)]
 struct RpcSlots(AtomicUsize);
@@ -205,10 +223,7 @@ impl Hooks {
         let Some(webhooks) = &self.webhooks else {
             return false;
         };
-        let mut fields = about(socket);
-        fields.insert("event".into(), event.name().into());
-        fields.insert("args".into(), Value::Array(event.args().to_vec()));
-        webhooks.send("event", fields)
+        webhooks.send("event", event_fields(socket, event))
     }
 
     /// An RPC event: takes one of the socket's slots in the order events arrive, then asks
@@ -229,10 +244,7 @@ impl Hooks {
         let Some(webhooks) = &self.webhooks else {
             return;
         };
-        let mut body = about(&socket);
-        body.insert("event".into(), event.name().into());
-        body.insert("args".into(), Value::Array(event.args().to_vec()));
-        let answer = match webhooks.rpc(Value::Object(body)).await {
+        let answer = match webhooks.rpc(Value::Object(event_fields(&socket, &event))).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(event = %event.name(), error = %e, "rpc failed");

@@ -85,18 +85,25 @@ impl Refusal {
 struct Policy {
     max_total: usize,
     max_per_ip: usize,
+    /// The (per second, burst) the rate limiter was made with.
+    quota: (u32, u32),
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl Policy {
     fn new(settings: &LimitSettings) -> Self {
-        let rate = NonZeroU32::new(settings.connection_rate_per_ip.unwrap_or(0)).map(|per_second| {
-            let burst = NonZeroU32::new(settings.connection_burst_per_ip.unwrap_or(0)).unwrap_or(per_second);
+        let quota = (
+            settings.connection_rate_per_ip.unwrap_or(0),
+            settings.connection_burst_per_ip.unwrap_or(0),
+        );
+        let rate = NonZeroU32::new(quota.0).map(|per_second| {
+            let burst = NonZeroU32::new(quota.1).unwrap_or(per_second);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
         Self {
             max_total: settings.max_connections,
             max_per_ip: settings.max_connections_per_ip.unwrap_or(0),
+            quota,
             rate,
         }
     }
@@ -131,11 +138,20 @@ impl ConnectionLimits {
     }
 
     /// Takes the node and per-address limits and the connection rate from `settings` (on
-    /// SIGHUP). Open connections stay and count against the new limits; the rate starts over.
+    /// SIGHUP). Open connections stay and count against the new limits; a changed rate starts
+    /// over.
     /// `trusted_proxies` stays as it started (connections are counted under the address it
     /// gave them).
     pub fn reload(&self, settings: &LimitSettings) {
-        *self.policy.write() = Policy::new(settings);
+        let mut policy = self.policy.write();
+        policy.max_total = settings.max_connections;
+        policy.max_per_ip = settings.max_connections_per_ip.unwrap_or(0);
+        let fresh = Policy::new(settings);
+        // An unchanged rate keeps what each address has used of it.
+        if fresh.quota != policy.quota {
+            policy.quota = fresh.quota;
+            policy.rate = fresh.rate;
+        }
     }
 
     pub fn proxies(&self) -> &ProxyList {

@@ -23,7 +23,7 @@ pub enum Verdict {
 }
 
 /// The per-socket settings, shared by every socket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventQuota {
     quota: Quota,
     strikes: u32,
@@ -60,7 +60,12 @@ impl EventLimits {
     /// Takes `event_rate`, `event_burst`, `event_strikes` and `event_strike_window` from
     /// `settings` (on SIGHUP).
     pub fn reload(&self, settings: &LimitSettings) {
-        *self.current.write() = EventQuota::new(settings).map(Arc::new);
+        let fresh = EventQuota::new(settings);
+        let mut current = self.current.write();
+        // Unchanged limits keep the sockets' buckets and strikes.
+        if current.as_deref() != fresh.as_ref() {
+            *current = fresh.map(Arc::new);
+        }
     }
 
     fn current(&self) -> Option<Arc<EventQuota>> {

@@ -39,6 +39,20 @@ pub fn approx_size(value: &Value) -> usize {
 /// The frame of an event (`seq`, `type`, `time` and punctuation).
 const FRAME_SIZE: usize = 64;
 
+/// What an event with these fields counts against the byte limits (computed before the
+/// queue's lock is taken).
+pub fn event_size(fields: &Map<String, Value>) -> usize {
+    FRAME_SIZE
+        + fields
+            .iter()
+            .map(|(k, v)| k.len() + 4 + approx_size(v))
+            .sum::<usize>()
+}
+
+/// A batch stops growing at about this many bytes (one larger event still goes, alone), so
+/// requests stay under common proxy body limits (nginx's default is 1 MiB).
+pub const BATCH_BYTES: usize = 512 * 1024;
+
 const RESERVED: [&str; 3] = ["seq", "type", "time"];
 
 impl Serialize for Event {
@@ -98,14 +112,15 @@ impl Queue {
 
     /// Queues an event with the next sequence number. `Err` when full (by count or bytes), with the number of
     /// drops to log now (zero while the last line is recent).
-    pub fn push(&mut self, kind: &'static str, time: u64, fields: Map<String, Value>) -> Result<(), u64> {
+    pub fn push(
+        &mut self,
+        kind: &'static str,
+        time: u64,
+        fields: Map<String, Value>,
+        size: usize,
+    ) -> Result<(), u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let size = FRAME_SIZE
-            + fields
-                .iter()
-                .map(|(k, v)| k.len() + 4 + approx_size(v))
-                .sum::<usize>();
         if self.events.len() >= self.capacity || self.bytes + size > self.max_bytes {
             self.unlogged_drops += 1;
             let now = Instant::now();
@@ -135,9 +150,17 @@ impl Queue {
         self.events.is_empty()
     }
 
-    /// Takes up to `n` events from the front.
+    /// Takes up to `n` events from the front, about [`BATCH_BYTES`] at most.
     pub fn take(&mut self, n: usize) -> Vec<Event> {
-        let n = n.min(self.events.len());
+        let mut n = n.min(self.events.len());
+        let mut bytes = 0;
+        for (i, event) in self.events.iter().take(n).enumerate() {
+            bytes += event.size;
+            if bytes > BATCH_BYTES && i > 0 {
+                n = i;
+                break;
+            }
+        }
         let taken: Vec<Event> = self.events.drain(..n).collect();
         self.bytes -= taken.iter().map(|e| e.size).sum::<usize>();
         taken

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::WebhookSettings;
 use super::endpoint::{self, Endpoint};
 use super::meters::{Attempt, EventMeters};
-use super::queue::{Batch, Event, Queue};
+use super::queue::{self, Batch, Event, Queue};
 
 /// Bytes of a delivery reply read (and ignored) so the connection can be reused.
 const REPLY_READ_LIMIT: usize = 64 * 1024;
@@ -111,9 +111,10 @@ impl Shared {
 
     pub fn send(&self, kind: &'static str, fields: Map<String, Value>) -> bool {
         let time = u64::try_from(endpoint::unix_time().as_millis()).unwrap_or(u64::MAX);
+        let size = queue::event_size(&fields);
         let pushed = {
             let mut queue = self.queue.lock();
-            let pushed = queue.push(kind, time, fields);
+            let pushed = queue.push(kind, time, fields, size);
             if pushed.is_ok() {
                 // Counted before the sender can take it, so `pending` never goes below zero.
                 self.pending.fetch_add(1, Ordering::AcqRel);

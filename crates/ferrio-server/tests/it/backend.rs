@@ -160,6 +160,29 @@ async fn an_rpc_reply_is_the_ack_and_each_failure_has_its_code() {
         assert!(requests.last().unwrap().signed);
     }
 
+    // Binary data goes along as base64, where the placeholders point.
+    backend.reply_next([OK]);
+    alice
+        .send(Message::text(
+            r#"451-9["order:create",{"scan":{"_placeholder":true,"num":0}}]"#,
+        ))
+        .await
+        .unwrap();
+    alice
+        .send(Message::binary(vec![0xde, 0xad, 0xbe, 0xef]))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut alice).await.unwrap(), r#"439[{"ok":true}]"#);
+    {
+        let requests = backend.requests();
+        let rpc = &requests.last().expect("the rpc").body;
+        assert_eq!(
+            rpc["args"],
+            json!([{ "scan": { "_placeholder": true, "num": 0 } }])
+        );
+        assert_eq!(rpc["attachments"], json!(["3q2+7w=="]));
+    }
+
     for (id, reply, code) in [
         (2, Reply::With(500, "{}"), "rpc_failed"),
         (3, Reply::With(200, "not json"), "rpc_bad_reply"),

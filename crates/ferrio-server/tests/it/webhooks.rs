@@ -399,6 +399,27 @@ async fn the_queue_is_bounded_in_bytes_too() {
     assert_eq!(hooks.stats().dropped, 1);
 }
 
+/// Large events make small batches: a request stays near 512 KiB (a larger event goes alone).
+#[tokio::test]
+async fn batches_stay_under_half_a_megabyte() {
+    let backend = Backend::start().await;
+    let hooks = start(&settings(&backend.url()));
+    let big = "x".repeat(200_000);
+    for i in 0..5 {
+        assert!(hooks.send("event", fields(json!({ "i": i, "data": big }))));
+    }
+    assert!(hooks.send("event", fields(json!({ "i": 5, "data": "y".repeat(600_000) }))));
+    assert!(hooks.send("event", fields(json!({ "i": 6 }))));
+    assert_eq!(hooks.flush(soon()).await, 0);
+    let sizes: Vec<usize> = backend
+        .requests()
+        .iter()
+        .map(|r| r.body["events"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [2, 2, 1, 1, 1]);
+    assert_eq!(backend.seqs(), (1..=7).collect::<Vec<_>>());
+}
+
 /// Events that trickle in within `batch_wait` of the first share one request; with no wait
 /// the first goes out alone at once.
 #[tokio::test]
