@@ -10,6 +10,8 @@
 mod publisher;
 mod token;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +20,11 @@ use ferrio::engine::ResponseBody;
 use ferrio::{Accepted, ConnectError, HandshakeRequest, Io, IoBuilder};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::config::values::{self, Millis, Secs};
@@ -111,9 +115,38 @@ pub fn validate(settings: &Settings) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// Wrong credentials one address may send within [`LOCKOUT`] before it is locked out.
+const MAX_FAILURES: u32 = 10;
+/// How long an address that guessed too often waits (and the window its failures count in).
+const LOCKOUT: Duration = Duration::from_secs(60);
+
+/// Addresses sending wrong credentials: a password cannot be guessed faster than
+/// [`MAX_FAILURES`] a minute per address.
+#[derive(Debug, Default)]
+struct Lockout {
+    /// Address → (when its window opened, failures in it).
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Lockout {
+    fn locked(&self, ip: IpAddr) -> bool {
+        let mut failures = self.failures.lock();
+        let now = Instant::now();
+        failures.retain(|_, (since, _)| now.duration_since(*since) < LOCKOUT);
+        failures.get(&ip).is_some_and(|(_, n)| *n >= MAX_FAILURES)
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock();
+        let entry = failures.entry(ip).or_insert((Instant::now(), 0));
+        entry.1 += 1;
+    }
+}
+
 /// The running dashboard: its credential, token signer and the numbers it publishes.
 pub struct Dashboard {
     stats: Arc<Stats>,
+    lockout: Lockout,
     user: [u8; 32],
     password: [u8; 32],
     signer: Signer,
@@ -168,6 +201,7 @@ impl Dashboard {
         let password = d.password.as_ref()?;
         Some(Arc::new(Self {
             stats,
+            lockout: Lockout::default(),
             user: digest(d.user.as_bytes()),
             password: digest(password.as_bytes()),
             signer: Signer::random(),
@@ -281,17 +315,26 @@ impl Dashboard {
     }
 
     /// Answers `/dashboard`.
-    pub fn respond<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
+    pub fn respond<B>(&self, req: &Request<B>, ip: IpAddr) -> Response<ResponseBody> {
         if req.method() != Method::GET {
             return plain(StatusCode::METHOD_NOT_ALLOWED)
                 .header(header::ALLOW, "GET")
                 .body(ResponseBody::from("method not allowed\n"))
                 .unwrap_or_default();
         }
+        if self.lockout.locked(ip) {
+            return plain(StatusCode::TOO_MANY_REQUESTS)
+                .header(header::RETRY_AFTER, LOCKOUT.as_secs().to_string())
+                .body(ResponseBody::from(
+                    "too many wrong credentials; try again later\n",
+                ))
+                .unwrap_or_default();
+        }
         if !self.authorized(req.headers()) {
             // A browser's first request carries no credentials: only wrong ones are counted.
             if req.headers().contains_key(header::AUTHORIZATION) {
                 self.stats.count(Rejection::DashboardUnauthorized);
+                self.lockout.failed(ip);
             }
             tracing::debug!("dashboard: missing or wrong credentials");
             return plain(StatusCode::UNAUTHORIZED)

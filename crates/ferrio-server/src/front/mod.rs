@@ -109,7 +109,7 @@ impl Service<Request<Incoming>> for Front {
                 None => text(StatusCode::NOT_FOUND, "text/plain", "metrics are off\n".into()),
             }),
             "/dashboard" => Some(match &self.dashboard {
-                Some(dashboard) => dashboard.respond(&req),
+                Some(dashboard) => dashboard.respond(&req, self.gate.client_ip(&req)),
                 None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }),
             _ if self.readiness.draining() && self.is_handshake(&req) => Some(json_response(

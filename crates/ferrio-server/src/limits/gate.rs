@@ -32,6 +32,12 @@ impl Gate {
         Self { io, limits, path }
     }
 
+    /// The client's address of a request (behind trusted proxies, the one they name).
+    pub fn client_ip<B>(&self, req: &Request<B>) -> std::net::IpAddr {
+        let peer = req.extensions().get::<RemoteAddr>().map(|r| r.0);
+        self.limits.proxies().client_ip(peer, req.headers())
+    }
+
     /// A request that would open a new session: a GET under the path without a `sid`.
     fn is_handshake<B>(&self, req: &Request<B>) -> bool {
         req.method() == http::Method::GET
@@ -77,8 +83,7 @@ where
         if !self.is_handshake(&req) {
             return Box::pin(self.io.call(req));
         }
-        let peer = req.extensions().get::<RemoteAddr>().map(|r| r.0);
-        let ip = self.limits.proxies().client_ip(peer, req.headers());
+        let ip = self.client_ip(&req);
         if let Err(refusal) = self.limits.admit(ip) {
             tracing::debug!(%ip, path = %req.uri().path(), reason = refusal.message(), "handshake refused");
             return Box::pin(std::future::ready(Ok(refusal_response(refusal))));

@@ -213,6 +213,29 @@ async fn the_page_is_self_contained_under_a_strict_policy() {
     assert_ne!(again.header("content-security-policy").unwrap(), csp);
 }
 
+/// Ten wrong passwords from one address lock it out for a minute, even with the right one;
+/// other addresses are not affected.
+#[tokio::test]
+async fn guessing_the_password_is_locked_out_per_address() {
+    let server = Server::start(&config("")).await;
+    for i in 0..10 {
+        let wrong = basic("admin", &format!("guess-number-{i:04}"));
+        assert_eq!(
+            get(&server, 2, "/dashboard", &[&wrong]).await.unwrap().status,
+            401
+        );
+    }
+    let locked = get(&server, 2, "/dashboard", &[&basic("admin", PASSWORD)])
+        .await
+        .unwrap();
+    assert_eq!(locked.status, 429);
+    assert_eq!(locked.header("retry-after").as_deref(), Some("60"));
+    let other = get(&server, 3, "/dashboard", &[&basic("admin", PASSWORD)])
+        .await
+        .unwrap();
+    assert_eq!(other.status, 200, "another address still gets in");
+}
+
 #[tokio::test]
 async fn the_admin_namespace_admits_only_a_valid_page_token() {
     // With authentication on: a user's JWT does not open the admin namespace.
