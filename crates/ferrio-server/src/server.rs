@@ -577,7 +577,7 @@ pub async fn serve_reloadable(
 
     let jwks_task = auth
         .as_ref()
-        .and_then(|a| a.keys().jwks().cloned())
+        .and_then(|a| a.jwks())
         .map(|jwks| jwks.spawn_refresh(settings.auth.jwks_refresh.0));
     let reporter = {
         let (io, stats, limits) = (io.clone(), stats.clone(), limits.clone());
@@ -636,7 +636,7 @@ pub async fn serve_reloadable(
             return;
         };
         match reload() {
-            Ok(fresh) => reloader.apply(&fresh.settings),
+            Ok(fresh) => reloader.apply(fresh),
             Err(e) => warn!(error = %e, "reload failed; keeping the running configuration"),
         }
     };
@@ -685,7 +685,8 @@ pub async fn serve_reloadable(
     Ok(())
 }
 
-/// What SIGHUP changes in the running server: API keys, origins and limits.
+/// What SIGHUP changes in the running server: API keys, JWT keys and claim rules, origins and
+/// limits.
 struct Reloader {
     /// The configuration the server started with.
     running: Settings,
@@ -696,7 +697,8 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn apply(&self, fresh: &Settings) {
+    fn apply(&self, loaded: Loaded) {
+        let fresh = &loaded.settings;
         self.api_keys.replace(fresh.api.keys.iter());
         self.origin.reload(fresh);
         self.limits.reload(&fresh.limits);
@@ -725,9 +727,29 @@ impl Reloader {
         limits.event_strikes = running.event_strikes;
         limits.event_strike_window = running.event_strike_window;
         limits.max_rooms_per_socket = running.max_rooms_per_socket;
+        let reload_auth = self.hooks.auth.clone().filter(|_| fresh.auth_enabled());
+        if reload_auth.is_some() {
+            let (auth, running) = (&mut unapplied.auth, &self.running.auth);
+            auth.secret = running.secret.clone();
+            auth.secret_file = running.secret_file.clone();
+            auth.public_key_file = running.public_key_file.clone();
+            auth.algorithms = running.algorithms.clone();
+            auth.issuer = running.issuer.clone();
+            auth.audience = running.audience.clone();
+            auth.bearer_header = running.bearer_header;
+        }
         // Compared with their secrets (never printed): a rotated secret needs a restart too.
         if toml::to_string(&unapplied).ok() != toml::to_string(&self.running).ok() {
             warn!("the configuration file changed keys that SIGHUP does not apply; restart to apply them");
+        }
+        // The keys are read (and a JWKS fetched) off the signal loop.
+        if let Some(auth) = reload_auth {
+            tokio::spawn(async move {
+                match auth.reload(&loaded.settings, &loaded.layers).await {
+                    Ok(()) => info!(algorithms = ?auth.algorithms(), "authentication keys reloaded"),
+                    Err(e) => warn!(error = %e, "authentication keys not reloaded; keeping the running ones"),
+                }
+            });
         }
     }
 }

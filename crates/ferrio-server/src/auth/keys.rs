@@ -39,33 +39,7 @@ impl std::fmt::Debug for KeyStore {
 
 impl KeyStore {
     pub async fn load(auth: &AuthSettings, layers: &Layers) -> Result<Self, ConfigError> {
-        let secret = match (&auth.secret, &auth.secret_file) {
-            (Some(s), _) => Some(DecodingKey::from_secret(s.as_bytes())),
-            (None, Some(path)) => {
-                let bytes = read_key_file(layers, "auth.secret_file", path)?;
-                let trimmed = bytes.trim_ascii_end();
-                if trimmed.len() < MIN_SECRET_LEN {
-                    return Err(layers.error(
-                        "auth.secret_file",
-                        format!("the secret must be at least {MIN_SECRET_LEN} bytes"),
-                    ));
-                }
-                Some(DecodingKey::from_secret(trimmed))
-            }
-            (None, None) => None,
-        };
-        let public = match &auth.public_key_file {
-            Some(path) => {
-                let pem = read_key_file(layers, "auth.public_key_file", path)?;
-                Some(public_key_from_pem(&pem).ok_or_else(|| {
-                    layers.error(
-                        "auth.public_key_file",
-                        "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)",
-                    )
-                })?)
-            }
-            None => None,
-        };
+        let (secret, public) = Self::static_keys(auth, layers)?;
         let source = match (&auth.jwks_file, &auth.jwks_url) {
             (Some(_), Some(_)) => {
                 return Err(layers.error(
@@ -104,6 +78,75 @@ impl KeyStore {
             None => None,
         };
         Ok(Self { secret, public, jwks })
+    }
+
+    /// The shared secret and the PEM public key the settings name.
+    fn static_keys(
+        auth: &AuthSettings,
+        layers: &Layers,
+    ) -> Result<(Option<DecodingKey>, Option<DecodingKey>), ConfigError> {
+        let secret = match (&auth.secret, &auth.secret_file) {
+            (Some(s), _) => Some(DecodingKey::from_secret(s.as_bytes())),
+            (None, Some(path)) => {
+                let bytes = read_key_file(layers, "auth.secret_file", path)?;
+                let trimmed = bytes.trim_ascii_end();
+                if trimmed.len() < MIN_SECRET_LEN {
+                    return Err(layers.error(
+                        "auth.secret_file",
+                        format!("the secret must be at least {MIN_SECRET_LEN} bytes"),
+                    ));
+                }
+                Some(DecodingKey::from_secret(trimmed))
+            }
+            (None, None) => None,
+        };
+        let public = match &auth.public_key_file {
+            Some(path) => {
+                let pem = read_key_file(layers, "auth.public_key_file", path)?;
+                Some(public_key_from_pem(&pem).ok_or_else(|| {
+                    layers.error(
+                        "auth.public_key_file",
+                        "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)",
+                    )
+                })?)
+            }
+            None => None,
+        };
+        Ok((secret, public))
+    }
+
+    /// The keys the settings name now (on SIGHUP): the secret and the public key read again;
+    /// the JWKS of the same source kept and fetched again (a changed source needs a restart).
+    pub async fn reload(&self, auth: &AuthSettings, layers: &Layers) -> Result<Self, ConfigError> {
+        let (secret, public) = Self::static_keys(auth, layers)?;
+        let same_source = match (&self.jwks, &auth.jwks_file, &auth.jwks_url) {
+            (None, None, None) => true,
+            (Some(j), Some(path), None) => matches!(&j.source, JwksSource::File(p) if p == path),
+            (Some(j), None, Some(url)) => matches!(&j.source, JwksSource::Url(u, _) if u == url),
+            _ => false,
+        };
+        if !same_source {
+            return Err(layers.error(
+                "auth.jwks_url",
+                "the JWKS source changed: restart to use the new one",
+            ));
+        }
+        if let Some(jwks) = &self.jwks {
+            match jwks.refresh().await {
+                Ok(n) => tracing::info!(keys = n, source = %jwks.source, "JWKS loaded again"),
+                Err(e) if matches!(jwks.source, JwksSource::File(_)) => {
+                    return Err(layers.error("auth.jwks_file", e));
+                }
+                Err(e) => {
+                    tracing::warn!(source = %jwks.source, error = %e, "JWKS refetch failed; keeping the keys known")
+                }
+            }
+        }
+        Ok(Self {
+            secret,
+            public,
+            jwks: self.jwks.clone(),
+        })
     }
 
     /// The key families tokens can be verified with.

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, Layers, Settings};
@@ -80,9 +81,73 @@ pub struct Identity {
     pub claims: Map<String, Value>,
 }
 
-/// Verifies tokens against the configured keys and claims.
+/// Verifies tokens against the configured keys and claims; SIGHUP replaces them
+/// ([`Authenticator::reload`]) while connections stay.
 #[derive(Debug)]
 pub struct Authenticator {
+    current: RwLock<Arc<Verifier>>,
+}
+
+impl Authenticator {
+    /// Loads the keys the settings name (reading files, fetching a JWKS URL once).
+    pub async fn new(settings: &Settings, layers: &Layers) -> Result<Self, ConfigError> {
+        let keys = KeyStore::load(&settings.auth, layers).await?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(Verifier::new(settings, keys))),
+        })
+    }
+
+    /// Reads the keys again and takes the claim rules (`algorithms`, `issuer`, `audience`,
+    /// `bearer_header`) from `settings`; `leeway` stays as it started. A changed JWKS source,
+    /// or keys that do not load, leave everything as it was.
+    pub async fn reload(&self, settings: &Settings, layers: &Layers) -> Result<(), ConfigError> {
+        let running = self.now();
+        let keys = running.keys.reload(&settings.auth, layers).await?;
+        let mut fresh = Verifier::new(settings, keys);
+        fresh.leeway = running.leeway;
+        fresh.validation.leeway = running.leeway;
+        *self.current.write() = Arc::new(fresh);
+        Ok(())
+    }
+
+    fn now(&self) -> Arc<Verifier> {
+        self.current.read().clone()
+    }
+
+    /// The algorithms tokens may use.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.now().algorithms.clone()
+    }
+
+    /// The JWKS document the keys come from, if any (the same one across reloads).
+    pub fn jwks(&self) -> Option<Arc<keys::Jwks>> {
+        self.now().keys.jwks().cloned()
+    }
+
+    /// Allowed clock skew, in seconds.
+    pub fn leeway(&self) -> u64 {
+        self.now().leeway
+    }
+
+    /// The token of a connection attempt: `{"token": "..."}` in the CONNECT auth payload (what
+    /// browsers send), else an `Authorization: Bearer` header of the handshake.
+    pub fn token_from<'a>(
+        &self,
+        auth: &'a Value,
+        handshake: &'a ferrio::Handshake,
+    ) -> Result<&'a str, AuthFailure> {
+        self.now().token_from(auth, handshake)
+    }
+
+    /// Verifies a token: header, algorithm, key, signature, then claims.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthFailure> {
+        self.now().verify(token).await
+    }
+}
+
+/// One set of keys and claim rules.
+#[derive(Debug)]
+struct Verifier {
     keys: KeyStore,
     algorithms: Vec<Algorithm>,
     validation: Validation,
@@ -90,10 +155,8 @@ pub struct Authenticator {
     leeway: u64,
 }
 
-impl Authenticator {
-    /// Loads the keys the settings name (reading files, fetching a JWKS URL once).
-    pub async fn new(settings: &Settings, layers: &Layers) -> Result<Self, ConfigError> {
-        let keys = KeyStore::load(&settings.auth, layers).await?;
+impl Verifier {
+    fn new(settings: &Settings, keys: KeyStore) -> Self {
         let algorithms = effective_algorithms(settings, &keys);
         let leeway = settings.auth.leeway.0.as_secs();
         let mut validation = Validation::new(Algorithm::HS256);
@@ -112,32 +175,16 @@ impl Authenticator {
             required.push("aud");
         }
         validation.set_required_spec_claims(&required);
-        Ok(Self {
+        Self {
             keys,
             algorithms,
             validation,
             bearer_header: settings.auth.bearer_header,
             leeway,
-        })
+        }
     }
 
-    /// The algorithms tokens may use.
-    pub fn algorithms(&self) -> &[Algorithm] {
-        &self.algorithms
-    }
-
-    pub fn keys(&self) -> &KeyStore {
-        &self.keys
-    }
-
-    /// Allowed clock skew, in seconds.
-    pub fn leeway(&self) -> u64 {
-        self.leeway
-    }
-
-    /// The token of a connection attempt: `{"token": "..."}` in the CONNECT auth payload (what
-    /// browsers send), else an `Authorization: Bearer` header of the handshake.
-    pub fn token_from<'a>(
+    fn token_from<'a>(
         &self,
         auth: &'a Value,
         handshake: &'a ferrio::Handshake,
@@ -160,8 +207,7 @@ impl Authenticator {
         Err(AuthFailure::TokenMissing)
     }
 
-    /// Verifies a token: header, algorithm, key, signature, then claims.
-    pub async fn verify(&self, token: &str) -> Result<Identity, AuthFailure> {
+    async fn verify(&self, token: &str) -> Result<Identity, AuthFailure> {
         if token.is_empty() {
             return Err(AuthFailure::TokenMissing);
         }

@@ -145,6 +145,55 @@ async fn sighup_reloads_origins_and_limits_and_keeps_connections() {
     server.stop().await;
 }
 
+/// A rotated JWT secret applies to new connections at once; sockets already connected stay;
+/// keys that do not load leave the running ones in place.
+#[tokio::test]
+async fn sighup_rotates_the_jwt_secret_without_dropping_anyone() {
+    const NEW_SECRET: &str = "the-rotated-secret-0123456789abcdef-0123";
+    let new_token = |sub: &str| {
+        sign(
+            jsonwebtoken::Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(NEW_SECRET.as_bytes()),
+            None,
+            claims(sub),
+        )
+    };
+    let server = Server::start(&api_config("")).await;
+    let mut alice = user(&server, "alice").await;
+    let path = server.config_path();
+    let rotated = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(SECRET, NEW_SECRET);
+    std::fs::write(&path, &rotated).unwrap();
+    server.signal("HUP");
+    server.wait_log("authentication keys reloaded").await;
+
+    let mut old = ws_from(&server, 1, &[]).await.unwrap();
+    let refused = sio_connect(&mut old, Some(json!({ "token": hs(claims("bob")) }))).await;
+    assert_eq!(
+        connect_error_reason(&refused),
+        "signature_invalid",
+        "the old secret is gone"
+    );
+    let mut new = ws_from(&server, 1, &[]).await.unwrap();
+    let answer = sio_connect(&mut new, Some(json!({ "token": new_token("bob") }))).await;
+    assert!(answer.starts_with("40"), "{answer}");
+    join(&mut alice, "chat:still-here").await;
+
+    // A secret file that is not there: the reload is refused and the rotated secret stays.
+    let broken = rotated.replace(
+        &format!("secret = \"{NEW_SECRET}\""),
+        "secret_file = \"/nonexistent/secret\"",
+    );
+    std::fs::write(&path, broken).unwrap();
+    server.signal("HUP");
+    server.wait_log("authentication keys not reloaded").await;
+    let mut again = ws_from(&server, 1, &[]).await.unwrap();
+    let answer = sio_connect(&mut again, Some(json!({ "token": new_token("carol") }))).await;
+    assert!(answer.starts_with("40"), "{answer}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn sighup_reloads_api_keys_and_keeps_connections() {
     let mut server = Server::start(&api_config("")).await;
