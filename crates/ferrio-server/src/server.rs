@@ -323,11 +323,9 @@ impl Hooks {
 
     /// The `presence` event: `room` → who is in it, if the socket may see it.
     async fn presence(self: Arc<Self>, socket: Socket, mut event: ferrio::Event) {
-        let room = match event.args().first() {
-            Some(Value::String(room)) if !room.is_empty() && room.len() <= ferrio::builtins::MAX_NAME_LEN => {
-                room.clone()
-            }
-            _ => return event.ack(json!({ "ok": false, "error": "room must be a non-empty string" })),
+        let room = match ferrio::builtins::room_name(event.args().first()) {
+            Ok(room) => room.to_owned(),
+            Err(_) => return event.ack(json!({ "ok": false, "error": "room must be a non-empty string" })),
         };
         if let Some(rooms) = &self.rooms
             && !rooms.may_view(&socket, &room)

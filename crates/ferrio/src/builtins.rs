@@ -62,7 +62,8 @@ fn failure(reason: &str) -> Value {
     json!({ "ok": false, "error": reason })
 }
 
-fn room_name(value: Option<&Value>) -> Result<&str, &'static str> {
+/// A room name argument: a string of 1 to [`MAX_NAME_LEN`] bytes, or why not.
+pub fn room_name(value: Option<&Value>) -> Result<&str, &'static str> {
     match value {
         Some(Value::String(s)) if s.is_empty() => Err("room must not be empty"),
         Some(Value::String(s)) if s.len() > MAX_NAME_LEN => Err("room name too long"),

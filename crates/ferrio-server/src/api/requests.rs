@@ -1,19 +1,10 @@
 //! The bodies the HTTP API accepts, and their checks beyond types.
 
+use ferrio::proto::socket::RESERVED_EVENTS;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::rooms::user_room;
-
-/// Event names a client reserves for itself.
-const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 fn root() -> String {
     "/".into()

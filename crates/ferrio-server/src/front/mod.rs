@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ferrio::engine::ResponseBody;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -30,7 +30,6 @@ pub struct Front {
     readiness: Arc<Readiness>,
     metrics: Option<PrometheusHandle>,
     dashboard: Option<Arc<Dashboard>>,
-    path: Arc<str>,
 }
 
 impl Front {
@@ -41,26 +40,13 @@ impl Front {
         metrics: Option<PrometheusHandle>,
         dashboard: Option<Arc<Dashboard>>,
     ) -> Self {
-        let path = Arc::from(api.io.config().path.as_str());
         Self {
             gate,
             api,
             readiness,
             metrics,
             dashboard,
-            path,
         }
-    }
-
-    fn is_handshake<B>(&self, req: &Request<B>) -> bool {
-        req.method() == Method::GET
-            && req.uri().path().starts_with(&*self.path)
-            && !req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .any(|pair| pair.split('=').next() == Some("sid"))
     }
 }
 
@@ -112,7 +98,7 @@ impl Service<Request<Incoming>> for Front {
                 Some(dashboard) => dashboard.respond(&req, self.gate.client_ip(&req)),
                 None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }),
-            _ if self.readiness.draining() && self.is_handshake(&req) => Some(json_response(
+            _ if self.readiness.draining() && self.gate.is_handshake(&req) => Some(json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({ "code": 4, "message": "server draining" }),
             )),

@@ -39,7 +39,7 @@ impl Gate {
     }
 
     /// A request that would open a new session: a GET under the path without a `sid`.
-    fn is_handshake<B>(&self, req: &Request<B>) -> bool {
+    pub fn is_handshake<B>(&self, req: &Request<B>) -> bool {
         req.method() == http::Method::GET
             && req.uri().path().starts_with(&*self.path)
             && !req

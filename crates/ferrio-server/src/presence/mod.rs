@@ -50,15 +50,7 @@ impl Default for PresenceSettings {
 
 /// Checks `presence.announce`.
 pub fn validate(settings: &Settings, layers: &Layers) -> Result<(), ConfigError> {
-    for (i, p) in settings.presence.announce.iter().enumerate() {
-        if p.is_empty() || p.len() > ferrio::builtins::MAX_NAME_LEN {
-            return Err(layers.error(
-                &format!("presence.announce[{i}]"),
-                "a room pattern must have 1 to 256 bytes",
-            ));
-        }
-    }
-    Ok(())
+    crate::rooms::check_patterns("presence.announce", &settings.presence.announce.0, layers)
 }
 
 /// The user a socket belongs to: its token's `sub`.
@@ -216,13 +208,5 @@ impl Announcer {
             }
             _ => announce_to(&ns, &room, sid, event, message),
         }
-    }
-
-    /// How many users this node tracks in `room` of namespace `ns`.
-    pub fn users_in(&self, ns: &str, room: &str) -> usize {
-        self.members
-            .lock()
-            .get(&(Arc::from(ns), Room::from(room)))
-            .map_or(0, HashMap::len)
     }
 }

@@ -111,17 +111,15 @@ impl RoomPolicy for RoomPermissions {
 
 /// Checks the `[rooms]` keys.
 pub fn validate(settings: &Settings, layers: &Layers) -> Result<(), ConfigError> {
-    for (section, list) in [
-        ("join", &settings.rooms.join),
-        ("publish", &settings.rooms.publish),
-    ] {
-        for (i, p) in list.iter().enumerate() {
-            if p.is_empty() || p.len() > ferrio::builtins::MAX_NAME_LEN {
-                return Err(layers.error(
-                    &format!("rooms.{section}[{i}]"),
-                    "a room pattern must have 1 to 256 bytes",
-                ));
-            }
+    check_patterns("rooms.join", &settings.rooms.join.0, layers)?;
+    check_patterns("rooms.publish", &settings.rooms.publish.0, layers)
+}
+
+/// Checks a list of room patterns (`key[i]` names the bad one).
+pub fn check_patterns(key: &str, patterns: &[String], layers: &Layers) -> Result<(), ConfigError> {
+    for (i, p) in patterns.iter().enumerate() {
+        if p.is_empty() || p.len() > ferrio::builtins::MAX_NAME_LEN {
+            return Err(layers.error(&format!("{key}[{i}]"), "a room pattern must have 1 to 256 bytes"));
         }
     }
     Ok(())
