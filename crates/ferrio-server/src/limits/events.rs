@@ -4,6 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -47,13 +48,16 @@ impl EventQuota {
 /// server runs, and each socket adopts them at its next event.
 #[derive(Debug, Default)]
 pub struct EventLimits {
-    current: RwLock<Option<Arc<EventQuota>>>,
+    current: RwLock<Option<EventQuota>>,
+    /// Counts the changes of `current`: a socket's event compares one number with it.
+    generation: AtomicU64,
 }
 
 impl EventLimits {
     pub fn new(settings: &LimitSettings) -> Arc<Self> {
         Arc::new(Self {
-            current: RwLock::new(EventQuota::new(settings).map(Arc::new)),
+            current: RwLock::new(EventQuota::new(settings)),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -63,13 +67,10 @@ impl EventLimits {
         let fresh = EventQuota::new(settings);
         let mut current = self.current.write();
         // Unchanged limits keep the sockets' buckets and strikes.
-        if current.as_deref() != fresh.as_ref() {
-            *current = fresh.map(Arc::new);
+        if *current != fresh {
+            *current = fresh;
+            self.generation.fetch_add(1, Ordering::Release);
         }
-    }
-
-    fn current(&self) -> Option<Arc<EventQuota>> {
-        self.current.read().clone()
     }
 }
 
@@ -82,40 +83,45 @@ pub struct EventLimiter {
 
 #[derive(Debug)]
 struct State {
-    /// The quota `bucket` was made for.
-    quota: Option<Arc<EventQuota>>,
+    /// The generation of the limits `quota` and `bucket` follow.
+    generation: u64,
+    quota: Option<EventQuota>,
     bucket: Option<DefaultDirectRateLimiter>,
     /// When the strike window opened, and the strikes in it.
     strikes: (Instant, u32),
 }
 
+impl State {
+    fn adopt(&mut self, generation: u64, quota: Option<EventQuota>) {
+        self.generation = generation;
+        self.quota = quota;
+        self.bucket = quota.map(|q| RateLimiter::direct(q.quota));
+        self.strikes = (Instant::now(), 0);
+    }
+}
+
 impl EventLimiter {
     pub fn new(limits: Arc<EventLimits>) -> Self {
-        let quota = limits.current();
+        let mut state = State {
+            generation: 0,
+            quota: None,
+            bucket: None,
+            strikes: (Instant::now(), 0),
+        };
+        state.adopt(limits.generation.load(Ordering::Acquire), *limits.current.read());
         Self {
-            state: Mutex::new(State {
-                bucket: quota.as_ref().map(|q| RateLimiter::direct(q.quota)),
-                quota,
-                strikes: (Instant::now(), 0),
-            }),
+            state: Mutex::new(state),
             limits,
         }
     }
 
     pub fn check(&self) -> Verdict {
-        let current = self.limits.current();
+        let generation = self.limits.generation.load(Ordering::Acquire);
         let mut state = self.state.lock();
-        let same = match (&current, &state.quota) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            state.bucket = current.as_ref().map(|q| RateLimiter::direct(q.quota));
-            state.quota = current;
-            state.strikes = (Instant::now(), 0);
+        if state.generation != generation {
+            state.adopt(generation, *self.limits.current.read());
         }
-        let (Some(quota), Some(bucket)) = (state.quota.clone(), &state.bucket) else {
+        let (Some(quota), Some(bucket)) = (state.quota, &state.bucket) else {
             return Verdict::Allow;
         };
         if bucket.check().is_ok() {
