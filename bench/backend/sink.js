@@ -5,8 +5,8 @@
 //
 //   node sink.js <port> <secret>      prints "listening", then a JSON summary on SIGTERM
 
-const crypto = require('node:crypto');
 const http = require('node:http');
+const { signed } = require('../../tests/interop/lib/webhooks');
 
 const [port, secret] = [Number(process.argv[2] || 0), process.argv[3] || ''];
 const counts = { batches: 0, events: 0, rpcs: 0, bad_signatures: 0, gaps: 0, by_type: {} };
@@ -17,11 +17,7 @@ const server = http.createServer((req, res) => {
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     const body = Buffer.concat(chunks);
-    const ts = req.headers['x-ferrio-timestamp'] || '';
-    const mac = crypto.createHmac('sha256', secret).update(`${ts}.`).update(body).digest('hex');
-    const sent = Buffer.from(req.headers['x-ferrio-signature'] || '');
-    const want = Buffer.from(`v1=${mac}`);
-    if (sent.length !== want.length || !crypto.timingSafeEqual(sent, want)) {
+    if (!signed(req.headers, body, secret)) {
       counts.bad_signatures += 1;
       res.writeHead(401).end();
       return;

@@ -6,15 +6,27 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const http = require('node:http');
 const { connect, once, ack, closeAll } = require('../lib/client');
 const sec = require('../lib/security');
 const procs = require('../cluster/procs');
+const { signed } = require('../lib/webhooks');
 
 const SECRET = 'interop-backend-secret-0123456789abcdef';
 const HOOK_SECRET = 'interop-webhook-secret-0123';
 const token = (sub) => sec.hsToken(SECRET, sub);
+
+/** What both suites configure: JWTs, `chat:*` rooms for everyone, announced presence. */
+const PRESENCE_CONFIG = [
+  '[auth]',
+  `secret = "${SECRET}"`,
+  '[origin]',
+  'allow_missing = true',
+  '[rooms]',
+  'join = ["chat:*"]',
+  '[presence]',
+  'announce = ["chat:*"]',
+];
 
 /** A backend: records signed event batches, answers RPCs with what `rpc` returns. */
 function startBackend(rpc) {
@@ -25,12 +37,7 @@ function startBackend(rpc) {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const ts = req.headers['x-ferrio-timestamp'] || '';
-      const mac = crypto.createHmac('sha256', HOOK_SECRET).update(`${ts}.`).update(body).digest('hex');
-      const sent = Buffer.from(req.headers['x-ferrio-signature'] || '');
-      const expected = Buffer.from(`v1=${mac}`);
-      const fresh = Math.abs(Date.now() / 1000 - Number(ts)) < 300;
-      if (!fresh || sent.length !== expected.length || !crypto.timingSafeEqual(sent, expected)) {
+      if (!signed(req.headers, body, HOOK_SECRET)) {
         unsigned.push(body.toString());
         res.writeHead(401).end();
         return;
@@ -68,14 +75,7 @@ describe('ferrio serve: presence, schemas, webhooks and RPC (socket.io-client)',
   before(async () => {
     backend = await startBackend((msg) => ({ ok: true, echo: msg.args[0], user: msg.user }));
     server = await sec.startSecure([
-      '[auth]',
-      `secret = "${SECRET}"`,
-      '[origin]',
-      'allow_missing = true',
-      '[rooms]',
-      'join = ["chat:*"]',
-      '[presence]',
-      'announce = ["chat:*"]',
+      ...PRESENCE_CONFIG,
       '[webhooks]',
       `url = "${backend.url}"`,
       `secret = "${HOOK_SECRET}"`,
@@ -155,14 +155,7 @@ describe('ferrio serve: presence across a cluster of two nodes on one Redis', se
     redis = await procs.startRedis();
     for (const id of ['a', 'b']) {
       nodes.push(await sec.startSecure([
-        '[auth]',
-        `secret = "${SECRET}"`,
-        '[origin]',
-        'allow_missing = true',
-        '[rooms]',
-        'join = ["chat:*"]',
-        '[presence]',
-        'announce = ["chat:*"]',
+        ...PRESENCE_CONFIG,
         '[cluster]',
         `redis_url = "${redis.url}"`,
         `node_id = "node-${id}"`,
