@@ -1,4 +1,7 @@
 //! Every way a peer can break the protocol, by name.
+//!
+//! WebSocket framing has its own error, [`WsError`](crate::ws::WsError), with labels of its
+//! own (`ws_*`), so one metric can count both.
 
 /// A protocol violation found while decoding or driving a session.
 ///
@@ -18,6 +21,10 @@ pub enum ProtocolError {
     /// A text frame or polling body that is not UTF-8.
     #[error("payload is not valid UTF-8")]
     InvalidUtf8,
+    /// A well-formed Engine.IO packet a v4 client never sends (`open`, `ping`, `upgrade` or
+    /// `noop` outside an upgrade).
+    #[error("unexpected engine.io packet {0:?} from a client")]
+    UnexpectedPacket(crate::engine::PacketType),
     /// A Socket.IO packet type digit outside 0..=6.
     #[error("invalid socket.io packet type")]
     InvalidSocketPacketType,
@@ -70,7 +77,11 @@ impl ProtocolError {
     pub fn is_socket_io(&self) -> bool {
         !matches!(
             self,
-            Self::EmptyPacket | Self::InvalidPacketType(_) | Self::InvalidBase64 | Self::InvalidUtf8
+            Self::EmptyPacket
+                | Self::InvalidPacketType(_)
+                | Self::InvalidBase64
+                | Self::InvalidUtf8
+                | Self::UnexpectedPacket(_)
         )
     }
 
@@ -81,6 +92,7 @@ impl ProtocolError {
             Self::InvalidPacketType(_) => "invalid_packet_type",
             Self::InvalidBase64 => "invalid_base64",
             Self::InvalidUtf8 => "invalid_utf8",
+            Self::UnexpectedPacket(_) => "unexpected_packet",
             Self::InvalidSocketPacketType => "invalid_socket_packet_type",
             Self::InvalidAttachmentCount => "invalid_attachment_count",
             Self::TooManyAttachments(_) => "too_many_attachments",
@@ -98,12 +110,15 @@ impl ProtocolError {
 #[cfg(test)]
 mod tests {
     use super::ProtocolError as E;
+    use crate::engine::PacketType;
 
-    const ALL: [E; 14] = [
+    /// The Engine.IO violations first, then the Socket.IO ones.
+    const ALL: [E; 15] = [
         E::EmptyPacket,
         E::InvalidPacketType('x'),
         E::InvalidBase64,
         E::InvalidUtf8,
+        E::UnexpectedPacket(PacketType::Ping),
         E::InvalidSocketPacketType,
         E::InvalidAttachmentCount,
         E::TooManyAttachments(11),
@@ -122,6 +137,8 @@ mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), ALL.len());
+        // Apart from the WebSocket layer's, which share the metric.
+        assert!(labels.iter().all(|l| !l.starts_with("ws_")));
     }
 
     #[test]
@@ -130,11 +147,15 @@ mod tests {
         assert_eq!(E::InvalidPacketType('a').close_reason(), "parse error");
         assert_eq!(E::InvalidBase64.close_reason(), "parse error");
         assert_eq!(E::InvalidUtf8.close_reason(), "transport error");
-        for e in &ALL[4..] {
+        assert_eq!(
+            E::UnexpectedPacket(PacketType::Noop).close_reason(),
+            "parse error"
+        );
+        for e in &ALL[5..] {
             assert!(e.is_socket_io(), "{e:?}");
             assert_eq!(e.close_reason(), "forced close", "{e:?}");
         }
-        for e in &ALL[..4] {
+        for e in &ALL[..5] {
             assert!(!e.is_socket_io(), "{e:?}");
         }
     }

@@ -7,7 +7,7 @@
 //! server holding many idle connections pays nothing for their read buffers.
 //!
 //! [`write_frame_header`] produces the (unmasked) header of a server frame; the payload
-//! follows it unchanged.
+//! follows it unchanged. [`is_valid_close_code`] says which close codes may be on the wire.
 
 use bytes::{Bytes, BytesMut};
 
@@ -62,32 +62,89 @@ pub enum Message {
     Ping(Bytes),
     /// A pong.
     Pong(Bytes),
-    /// A close frame, with its status code if it had one.
+    /// A close frame, with its status code if it had one (always a [valid
+    /// one](is_valid_close_code): the reader refuses the others).
     Close(Option<u16>),
 }
 
-/// Why the reader gave up; each maps to the close code the server sends.
+/// Whether `code` may be carried by a close frame (RFC 6455 §7.4): the codes the RFC and the
+/// IANA registry assign (1000–1003, 1007–1014) and the ranges for libraries (3000–3999) and
+/// applications (4000–4999). 1004 is reserved; 1005, 1006 and 1015 stand for "no code",
+/// "closed abnormally" and "TLS failed" in APIs and must never be sent; 0–999 are not used
+/// and 1016–2999 and 5000 up are unassigned. The same set as the reference's `ws`.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Every way a client can break RFC 6455, by name. Each maps to the close code the server
+/// sends ([`WsError::close_code`]) and a metrics label ([`WsError::label`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WsError {
     /// A message or frame larger than the limit (close 1009).
     #[error("message too big")]
     TooBig,
-    /// Invalid UTF-8 in a text message (close 1007).
-    #[error("invalid UTF-8 in a text message")]
+    /// Invalid UTF-8 in a text message or a close reason (close 1007).
+    #[error("invalid UTF-8 in a text message or close reason")]
     InvalidUtf8,
-    /// Any other violation of RFC 6455: unmasked client frame, reserved bits or opcodes,
-    /// a fragmented or oversized control frame, a continuation out of place (close 1002).
-    #[error("WebSocket protocol error: {0}")]
-    Protocol(&'static str),
+    /// RSV1, RSV2 or RSV3 set, though no extension was negotiated.
+    #[error("WebSocket protocol error: reserved bits set")]
+    ReservedBits,
+    /// An opcode RFC 6455 reserves (0x3–0x7, 0xB–0xF).
+    #[error("WebSocket protocol error: reserved opcode {0:#x}")]
+    ReservedOpcode(u8),
+    /// A client frame without a mask.
+    #[error("WebSocket protocol error: unmasked client frame")]
+    UnmaskedFrame,
+    /// A 64-bit payload length with the most significant bit set.
+    #[error("WebSocket protocol error: length with the high bit set")]
+    InvalidLength,
+    /// A ping, pong or close frame without FIN.
+    #[error("WebSocket protocol error: fragmented control frame")]
+    FragmentedControlFrame,
+    /// A ping, pong or close frame with more than 125 payload bytes.
+    #[error("WebSocket protocol error: control frame over 125 bytes")]
+    OversizedControlFrame,
+    /// A continuation frame with no fragmented message to continue.
+    #[error("WebSocket protocol error: continuation without a message")]
+    UnexpectedContinuation,
+    /// A text or binary frame while a fragmented message is still incomplete.
+    #[error("WebSocket protocol error: new message inside a fragmented one")]
+    InterleavedMessage,
+    /// A close frame whose payload is a single byte (half a status code).
+    #[error("WebSocket protocol error: close payload of one byte")]
+    ShortClosePayload,
+    /// A close frame with a code that may not be sent (see [`is_valid_close_code`]).
+    #[error("WebSocket protocol error: close code {0} may not be sent")]
+    InvalidCloseCode(u16),
 }
 
 impl WsError {
-    /// The close code RFC 6455 §7.4.1 assigns.
+    /// The close code RFC 6455 §7.4.1 assigns: 1009 and 1007 for their cases, 1002 for every
+    /// other violation.
     pub fn close_code(&self) -> u16 {
         match self {
             Self::TooBig => 1009,
             Self::InvalidUtf8 => 1007,
-            Self::Protocol(_) => 1002,
+            _ => 1002,
+        }
+    }
+
+    /// A short, stable label for metrics and logs; the `ws_` prefix keeps it apart from the
+    /// labels of [`ProtocolError`](crate::ProtocolError) in one metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooBig => "ws_message_too_big",
+            Self::InvalidUtf8 => "ws_invalid_utf8",
+            Self::ReservedBits => "ws_reserved_bits",
+            Self::ReservedOpcode(_) => "ws_reserved_opcode",
+            Self::UnmaskedFrame => "ws_unmasked_frame",
+            Self::InvalidLength => "ws_invalid_length",
+            Self::FragmentedControlFrame => "ws_fragmented_control_frame",
+            Self::OversizedControlFrame => "ws_oversized_control_frame",
+            Self::UnexpectedContinuation => "ws_unexpected_continuation",
+            Self::InterleavedMessage => "ws_interleaved_message",
+            Self::ShortClosePayload => "ws_short_close_payload",
+            Self::InvalidCloseCode(_) => "ws_invalid_close_code",
         }
     }
 }
@@ -107,11 +164,11 @@ struct Header {
 fn parse_header(buf: &[u8]) -> Result<Option<Header>, WsError> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
     if b0 & 0x70 != 0 {
-        return Err(WsError::Protocol("reserved bits set"));
+        return Err(WsError::ReservedBits);
     }
-    let opcode = Opcode::from_bits(b0 & 0x0F).ok_or(WsError::Protocol("reserved opcode"))?;
+    let opcode = Opcode::from_bits(b0 & 0x0F).ok_or(WsError::ReservedOpcode(b0 & 0x0F))?;
     if b1 & 0x80 == 0 {
-        return Err(WsError::Protocol("unmasked client frame"));
+        return Err(WsError::UnmaskedFrame);
     }
     let (len, mut size) = match b1 & 0x7F {
         126 => {
@@ -124,7 +181,7 @@ fn parse_header(buf: &[u8]) -> Result<Option<Header>, WsError> {
             raw.copy_from_slice(b);
             let len = u64::from_be_bytes(raw);
             if len >> 63 != 0 {
-                return Err(WsError::Protocol("length with the high bit set"));
+                return Err(WsError::InvalidLength);
             }
             (len, 10)
         }
@@ -136,8 +193,13 @@ fn parse_header(buf: &[u8]) -> Result<Option<Header>, WsError> {
     let mask = [mask[0], mask[1], mask[2], mask[3]];
     size += 4;
     let fin = b0 & 0x80 != 0;
-    if opcode.is_control() && (!fin || len > 125) {
-        return Err(WsError::Protocol("fragmented or oversized control frame"));
+    if opcode.is_control() {
+        if !fin {
+            return Err(WsError::FragmentedControlFrame);
+        }
+        if len > 125 {
+            return Err(WsError::OversizedControlFrame);
+        }
     }
     Ok(Some(Header {
         fin,
@@ -217,8 +279,8 @@ impl FrameReader {
             if self.partial.len() < needed as usize {
                 return Ok(());
             }
+            // `header` was parsed from these same leading bytes.
             let mut frame = std::mem::take(&mut self.partial);
-            let header = parse_header(&frame)?.ok_or(WsError::Protocol("incomplete header"))?;
             unmask(&mut frame[header.size..], header.mask);
             let payload = Bytes::from(frame).slice(header.size..);
             self.on_frame(header, payload, &mut on_message)?;
@@ -266,19 +328,25 @@ impl FrameReader {
             Opcode::Close => {
                 let code = match payload.len() {
                     0 => None,
-                    1 => return Err(WsError::Protocol("close payload of one byte")),
+                    1 => return Err(WsError::ShortClosePayload),
                     _ => {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        if !is_valid_close_code(code) {
+                            return Err(WsError::InvalidCloseCode(code));
+                        }
+                        // 1007 rather than 1002, as the reference's `ws` answers it: the frame
+                        // is sound, its text is not.
                         if std::str::from_utf8(&payload[2..]).is_err() {
                             return Err(WsError::InvalidUtf8);
                         }
-                        Some(u16::from_be_bytes([payload[0], payload[1]]))
+                        Some(code)
                     }
                 };
                 on_message(Message::Close(code));
             }
             Opcode::Text | Opcode::Binary => {
                 if self.fragments.is_some() {
-                    return Err(WsError::Protocol("new message inside a fragmented one"));
+                    return Err(WsError::InterleavedMessage);
                 }
                 if header.fin {
                     on_message(finish(header.opcode, payload)?);
@@ -288,7 +356,7 @@ impl FrameReader {
             }
             Opcode::Continuation => {
                 let Some((opcode, mut buf)) = self.fragments.take() else {
-                    return Err(WsError::Protocol("continuation without a message"));
+                    return Err(WsError::UnexpectedContinuation);
                 };
                 buf.extend_from_slice(&payload);
                 if header.fin {
@@ -465,29 +533,17 @@ mod tests {
     #[test]
     fn protocol_violations() {
         let cases: Vec<(Vec<u8>, WsError)> = vec![
-            (vec![0x81, 0x00], WsError::Protocol("unmasked client frame")),
-            (
-                vec![0xC1, 0x80, 0, 0, 0, 0],
-                WsError::Protocol("reserved bits set"),
-            ),
-            (vec![0x83, 0x80, 0, 0, 0, 0], WsError::Protocol("reserved opcode")),
-            (
-                client_frame(false, 9, b"", M),
-                WsError::Protocol("fragmented or oversized control frame"),
-            ),
+            (vec![0x81, 0x00], WsError::UnmaskedFrame),
+            (vec![0xC1, 0x80, 0, 0, 0, 0], WsError::ReservedBits),
+            (vec![0x83, 0x80, 0, 0, 0, 0], WsError::ReservedOpcode(3)),
+            (client_frame(false, 9, b"", M), WsError::FragmentedControlFrame),
             (
                 client_frame(true, 9, &[0; 126], M),
-                WsError::Protocol("fragmented or oversized control frame"),
+                WsError::OversizedControlFrame,
             ),
-            (
-                client_frame(true, 0, b"x", M),
-                WsError::Protocol("continuation without a message"),
-            ),
+            (client_frame(true, 0, b"x", M), WsError::UnexpectedContinuation),
             (client_frame(true, 1, &[0xFF, 0xFE], M), WsError::InvalidUtf8),
-            (
-                client_frame(true, 8, &[3], M),
-                WsError::Protocol("close payload of one byte"),
-            ),
+            (client_frame(true, 8, &[3], M), WsError::ShortClosePayload),
         ];
         for (data, err) in cases {
             assert_eq!(
@@ -500,11 +556,89 @@ mod tests {
         data.extend(client_frame(true, 1, b"b", M));
         assert_eq!(
             read_all(&mut FrameReader::new(1000), &[&data]),
-            Err(WsError::Protocol("new message inside a fragmented one"))
+            Err(WsError::InterleavedMessage)
         );
+        let mut huge = vec![0x82, 0xFF];
+        huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        huge.extend_from_slice(&M);
+        assert_eq!(
+            read_all(&mut FrameReader::new(1000), &[&huge]),
+            Err(WsError::InvalidLength)
+        );
+    }
+
+    /// Every violation, once.
+    const ALL_ERRORS: [WsError; 12] = [
+        WsError::TooBig,
+        WsError::InvalidUtf8,
+        WsError::ReservedBits,
+        WsError::ReservedOpcode(3),
+        WsError::UnmaskedFrame,
+        WsError::InvalidLength,
+        WsError::FragmentedControlFrame,
+        WsError::OversizedControlFrame,
+        WsError::UnexpectedContinuation,
+        WsError::InterleavedMessage,
+        WsError::ShortClosePayload,
+        WsError::InvalidCloseCode(1005),
+    ];
+
+    #[test]
+    fn errors_map_to_close_codes_and_unique_labels() {
         assert_eq!(WsError::TooBig.close_code(), 1009);
         assert_eq!(WsError::InvalidUtf8.close_code(), 1007);
-        assert_eq!(WsError::Protocol("x").close_code(), 1002);
+        for e in &ALL_ERRORS[2..] {
+            assert_eq!(e.close_code(), 1002, "{e:?}");
+        }
+        for e in &ALL_ERRORS {
+            assert!(is_valid_close_code(e.close_code()), "{e:?}");
+            assert!(e.label().starts_with("ws_"), "{e:?}");
+        }
+        let mut labels: Vec<_> = ALL_ERRORS.iter().map(WsError::label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), ALL_ERRORS.len());
+    }
+
+    #[test]
+    fn close_codes_that_may_be_sent() {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+        ] {
+            assert!(is_valid_close_code(code), "{code}");
+        }
+        for code in [3000, 3999, 4000, 4999] {
+            assert!(is_valid_close_code(code), "{code}");
+        }
+        for code in [
+            0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            assert!(!is_valid_close_code(code), "{code}");
+        }
+        // Exhaustively: exactly 12 registered codes and the 2000 of the two private ranges.
+        assert_eq!(
+            (0..=u16::MAX).filter(|&c| is_valid_close_code(c)).count(),
+            12 + 2000
+        );
+    }
+
+    #[test]
+    fn close_frames_with_codes_that_may_not_be_sent_are_refused() {
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let frame = client_frame(true, 8, &code.to_be_bytes(), M);
+            let err = read_all(&mut FrameReader::new(1000), &[&frame]).unwrap_err();
+            assert_eq!(err, WsError::InvalidCloseCode(code));
+            assert_eq!(err.close_code(), 1002, "answered with a protocol error");
+        }
+        for code in [1000u16, 1001, 1003, 1011, 1014, 3000, 4999] {
+            let frame = client_frame(true, 8, &code.to_be_bytes(), M);
+            let msgs = read_all(&mut FrameReader::new(1000), &[&frame]).unwrap();
+            assert_eq!(msgs, vec![Message::Close(Some(code))]);
+        }
+        // A reason that is not UTF-8: 1007, like the reference's `ws`.
+        let frame = client_frame(true, 8, &[0x03, 0xE8, 0xC3, 0x28], M);
+        let err = read_all(&mut FrameReader::new(1000), &[&frame]).unwrap_err();
+        assert_eq!((err, err.close_code()), (WsError::InvalidUtf8, 1007));
     }
 
     #[test]

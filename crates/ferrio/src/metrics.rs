@@ -17,6 +17,13 @@
 //! | `ferrio_delivery_seconds` | histogram (queued → written, oldest of each batch) | |
 //! | `ferrio_ack_seconds` | histogram (server emit → client ack) | |
 //! | `ferrio_dropped_packets_total` | counter | `reason` (`volatile`, `slow_consumer`) |
+//! | `ferrio_protocol_errors_total` | counter | `kind` (a `ProtocolError` or `WsError` label) |
+//! | `ferrio_bodies_refused_total` | counter | `reason` (`timed_out`, `too_slow`, `busy`, `unreadable`) |
+//! | `ferrio_namespaces` | gauge | |
+//!
+//! A namespace created on demand is counted under its pattern's label (see
+//! [`crate::NamespaceBuilder::metrics_label`]), never under its own name: clients choose those
+//! names, and a series per name would let them grow the scrape without bound.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -99,6 +106,7 @@ pub(crate) fn connection_closed(t: TransportKind, reason: CloseReason) {
     }
 }
 
+/// `namespace` is the namespace's metrics label (its pattern's, for one created on demand).
 pub(crate) fn socket_connected(namespace: &str) {
     metrics::gauge!("ferrio_sockets", "namespace" => namespace.to_owned()).increment(1.0);
 }
@@ -134,6 +142,22 @@ pub(crate) fn ack_round_trip(d: Duration) {
 
 pub(crate) fn volatile_dropped() {
     handles().dropped_volatile.increment(1);
+}
+
+/// A polling POST body refused for `reason` (`timed_out`, `too_slow`, `busy`, `unreadable`).
+pub(crate) fn body_refused(reason: &'static str) {
+    metrics::counter!("ferrio_bodies_refused_total", "reason" => reason).increment(1);
+}
+
+/// Namespaces that exist now (declared and created on demand).
+pub(crate) fn namespaces(n: usize) {
+    metrics::gauge!("ferrio_namespaces").set(n as f64);
+}
+
+/// A protocol violation by a peer: `kind` is the label of the
+/// [`ProtocolError`](ferrio_proto::ProtocolError) or [`WsError`](ferrio_proto::ws::WsError).
+pub(crate) fn protocol_error(kind: &'static str) {
+    metrics::counter!("ferrio_protocol_errors_total", "kind" => kind).increment(1);
 }
 
 /// The label of a transport, for applications that export their own metrics.

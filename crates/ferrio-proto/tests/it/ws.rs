@@ -1,7 +1,8 @@
-//! WebSocket frame reader: no input panics, and any split of valid frames reads back.
+//! WebSocket frame reader: no input panics, any split of valid frames reads back, and the
+//! server never learns of (and so never echoes) a close code that may not be sent.
 
 use bytes::Bytes;
-use ferrio_proto::ws::{FrameReader, Message};
+use ferrio_proto::ws::{FrameReader, Message, WsError, is_valid_close_code};
 use proptest::prelude::*;
 
 fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
@@ -23,6 +24,35 @@ fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8>
 }
 
 proptest! {
+    #[test]
+    fn close_frames_yield_only_codes_that_may_be_sent(
+        // Mostly near the boundaries of the valid ranges, where mistakes would be.
+        code in prop_oneof![any::<u16>(), 990u16..1020, 2990u16..3010, 4990u16..5010],
+        reason in prop::collection::vec(any::<u8>(), 0..=123),
+        mask in any::<[u8; 4]>(),
+    ) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(&reason);
+        let mut got = Vec::new();
+        let result = FrameReader::new(1024).feed(&client_frame(true, 8, &payload, mask), |m| got.push(m));
+        match result {
+            Ok(()) => {
+                prop_assert!(is_valid_close_code(code));
+                prop_assert_eq!(got, vec![Message::Close(Some(code))]);
+            }
+            Err(WsError::InvalidCloseCode(c)) => {
+                prop_assert_eq!(c, code);
+                prop_assert!(!is_valid_close_code(code));
+            }
+            Err(WsError::InvalidUtf8) => prop_assert!(std::str::from_utf8(&reason).is_err()),
+            Err(e) => prop_assert!(false, "unexpected {e:?}"),
+        }
+        // Whatever the reader refused, the server's answer is a code it may send.
+        if let Err(e) = result {
+            prop_assert!(is_valid_close_code(e.close_code()));
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..8)) {
         let mut reader = FrameReader::new(1024);

@@ -68,7 +68,19 @@ fn describe() {
         "ferrio_broadcast_recipients",
         "Recipients of one broadcast on this node"
     );
-    metrics::describe_gauge!("ferrio_sockets", "Sockets by namespace");
+    metrics::describe_gauge!(
+        "ferrio_sockets",
+        "Sockets by namespace (namespaces created on demand: by their pattern)"
+    );
+    metrics::describe_gauge!("ferrio_namespaces", "Namespaces that exist, declared and created on demand");
+    metrics::describe_counter!(
+        "ferrio_bodies_refused_total",
+        "Polling bodies refused: timed_out, too_slow, busy, unreadable"
+    );
+    metrics::describe_counter!(
+        "ferrio_protocol_errors_total",
+        "Protocol violations by peers, by kind"
+    );
     metrics::describe_counter!("ferrio_events_received_total", "Events received from clients");
     metrics::describe_counter!("ferrio_packets_sent_total", "Packets written to clients");
     metrics::describe_counter!("ferrio_bytes_received_total", "Bytes received by transport");

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferrio_proto::ProtocolError;
 use ferrio_proto::engine::{self as eio, Data, PayloadEncoder};
 use ferrio_proto::session::{Heartbeat, HeartbeatAction, TransportState};
 use ferrio_proto::ws::{Message, Opcode};
@@ -32,6 +33,9 @@ const MAX_ROUNDS: usize = 16;
 const POLL_CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// How long a graceful WebSocket close may take to flush.
 const WS_CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// The close code for Engine.IO garbage on a WebSocket: 1008 (policy violation), so that
+/// 1002 keeps meaning the WebSocket framing itself was broken.
+const ENGINE_IO_VIOLATION: u16 = 1008;
 
 // Most sessions live on the WebSocket variant; boxing it would only add an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -241,10 +245,24 @@ impl<F: SessionFactory> Driver<F> {
             }
             eio::Packet::Close => Err(CloseReason::TransportClose),
             // A v4 client never pings, and open/upgrade/noop mean nothing from a peer here.
-            eio::Packet::Ping(_) | eio::Packet::Open(_) | eio::Packet::Upgrade | eio::Packet::Noop => {
-                Err(CloseReason::ParseError)
+            other @ (eio::Packet::Ping(_)
+            | eio::Packet::Open(_)
+            | eio::Packet::Upgrade
+            | eio::Packet::Noop) => {
+                Err(self.peer_violation(ProtocolError::UnexpectedPacket(other.packet_type())))
             }
         }
+    }
+
+    /// An Engine.IO violation by the peer: counted, and on a WebSocket answered with a close
+    /// frame saying so. The session ends with "parse error", as in the reference.
+    fn peer_violation(&mut self, e: ProtocolError) -> CloseReason {
+        tracing::debug!(error = %e, "invalid engine.io input");
+        crate::metrics::protocol_error(e.label());
+        if let Transport::WebSocket(side) = &mut self.transport {
+            side.close.get_or_insert(Some(ENGINE_IO_VIOLATION));
+        }
+        CloseReason::ParseError
     }
 
     fn on_control(&mut self, control: Control) -> Result<(), CloseReason> {
@@ -298,8 +316,8 @@ impl<F: SessionFactory> Driver<F> {
 
     fn on_post(&mut self, body: &Bytes) -> Result<(), CloseReason> {
         crate::metrics::bytes_received(TransportKind::Polling, body.len());
-        let text = std::str::from_utf8(body).map_err(|_| CloseReason::ParseError)?;
-        let packets = eio::decode_payload(text).map_err(|_| CloseReason::ParseError)?;
+        let text = std::str::from_utf8(body).map_err(|_| self.peer_violation(ProtocolError::InvalidUtf8))?;
+        let packets = eio::decode_payload(text).map_err(|e| self.peer_violation(e))?;
         for packet in packets {
             self.on_packet(packet)?;
         }
@@ -377,6 +395,11 @@ impl<F: SessionFactory> Driver<F> {
         match probe.ws.poll_read(cx, &mut msgs) {
             Poll::Pending => return Ok(progressed),
             Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(ReadEnd::Protocol(e))) => {
+                crate::metrics::protocol_error(e.label());
+                self.close_probe(cx, Some(e.close_code()));
+                return Ok(true);
+            }
             Poll::Ready(Err(_)) => {
                 self.abort_probe();
                 return Ok(true);
@@ -393,7 +416,7 @@ impl<F: SessionFactory> Driver<F> {
                         // The parked poll is released with a noop on the next pass.
                         self.conn.wake_self();
                     }
-                    Err(_) => self.abort_probe(),
+                    Err(_) => self.fail_probe(cx, ProtocolError::UnexpectedPacket(eio::PacketType::Ping)),
                 },
                 Message::Text(t) if &t[..] == b"5" => match self.state.on_upgrade() {
                     Ok(next) => {
@@ -413,15 +436,47 @@ impl<F: SessionFactory> Driver<F> {
                             self.on_ws_message(msg)?;
                         }
                     }
-                    Err(_) => self.abort_probe(),
+                    Err(_) => self.fail_probe(cx, ProtocolError::UnexpectedPacket(eio::PacketType::Upgrade)),
                 },
                 Message::Ping(p) => probe.ws.queue(Opcode::Pong, &p),
                 Message::Pong(_) => {}
+                // The peer gave up the upgrade: answer its close; the session stays on polling.
+                Message::Close(code) => self.close_probe(cx, code),
                 // Anything else during the probe aborts the upgrade.
-                _ => self.abort_probe(),
+                Message::Text(t) => {
+                    let e = std::str::from_utf8(&t)
+                        .map_err(|_| ProtocolError::InvalidUtf8)
+                        .and_then(eio::decode_text)
+                        .map_or_else(|e| e, |p| ProtocolError::UnexpectedPacket(p.packet_type()));
+                    self.fail_probe(cx, e);
+                }
+                Message::Binary(_) => {
+                    self.fail_probe(cx, ProtocolError::UnexpectedPacket(eio::PacketType::Message))
+                }
             }
         }
         Ok(true)
+    }
+
+    /// The probing WebSocket broke the upgrade's rules: counted, and closed with a code
+    /// saying so. The session stays on polling, as in the reference.
+    fn fail_probe(&mut self, cx: &mut Context<'_>, e: ProtocolError) {
+        tracing::debug!(error = %e, "upgrade probe failed");
+        crate::metrics::protocol_error(e.label());
+        self.close_probe(cx, Some(ENGINE_IO_VIOLATION));
+    }
+
+    /// Ends the probing WebSocket with a close frame (`code`, or an empty one), written only
+    /// if the socket takes it at once: the session goes on over polling, so nothing waits on
+    /// a peer that does not read.
+    fn close_probe(&mut self, cx: &mut Context<'_>, code: Option<u16>) {
+        if let Some(mut probe) = self.probe.take() {
+            probe.ws.queue_close(code);
+            if let Poll::Ready(Ok(())) = probe.ws.poll_flush(cx) {
+                let _ = probe.ws.poll_shutdown(cx);
+            }
+        }
+        self.abort_probe();
     }
 
     /// One message on the session's WebSocket.
@@ -429,8 +484,9 @@ impl<F: SessionFactory> Driver<F> {
         match msg {
             Message::Text(bytes) => {
                 // The frame reader validated UTF-8 already.
-                let text = std::str::from_utf8(&bytes).map_err(|_| CloseReason::ParseError)?;
-                let packet = eio::decode_text(text).map_err(|_| CloseReason::ParseError)?;
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| self.peer_violation(ProtocolError::InvalidUtf8))?;
+                let packet = eio::decode_text(text).map_err(|e| self.peer_violation(e))?;
                 self.on_packet(packet)
             }
             Message::Binary(bytes) => self
@@ -444,7 +500,8 @@ impl<F: SessionFactory> Driver<F> {
             }
             Message::Pong(_) => Ok(()),
             Message::Close(code) => {
-                // Answer the close handshake with the peer's own code.
+                // Answer the close handshake with the peer's own code (the frame reader lets
+                // only codes that may be sent through).
                 if let Transport::WebSocket(side) = &mut self.transport {
                     side.close = Some(code);
                 }
@@ -469,6 +526,7 @@ impl<F: SessionFactory> Driver<F> {
                         // Like the reference's `ws`: tell the peer why (1009 for a message
                         // over max_payload).
                         side.close = Some(Some(e.close_code()));
+                        crate::metrics::protocol_error(e.label());
                     }
                     return Err(read_end_reason(&end));
                 }

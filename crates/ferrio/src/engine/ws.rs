@@ -107,7 +107,14 @@ impl WsConn {
 
     /// Queues a close frame: with `code`, or empty (the reference's `ws` sends none).
     pub(crate) fn queue_close(&mut self, code: Option<u16>) {
-        match code {
+        // 1005, 1006, 1015 and unassigned codes must never be on the wire (RFC 6455 §7.4.1).
+        // The reader refuses them from peers, so only a bug gets here; an empty close frame
+        // still ends the handshake correctly.
+        debug_assert!(
+            code.is_none_or(ws::is_valid_close_code),
+            "close code {code:?} may not be sent"
+        );
+        match code.filter(|&c| ws::is_valid_close_code(c)) {
             Some(code) => self.queue(Opcode::Close, &ws::close_payload(code)),
             None => self.queue(Opcode::Close, &[]),
         }

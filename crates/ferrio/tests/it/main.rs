@@ -11,5 +11,6 @@ mod engine;
 mod heartbeat;
 mod hooks;
 mod ordering;
+mod probe_close;
 mod rooms;
 mod support;
