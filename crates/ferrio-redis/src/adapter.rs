@@ -1092,7 +1092,11 @@ impl Inbound for RedisAdapter {
         };
         if let Err(e) = result {
             self.link.count_malformed();
-            tracing::debug!(channel, error = %e, "ignored a malformed message from redis");
+            tracing::debug!(
+                channel,
+                error = e.to_string(),
+                "ignored a malformed message from redis"
+            );
         }
     }
 }
@@ -1220,7 +1224,7 @@ impl Adapter for RedisAdapter {
         let published = self.publish(channel, payload);
         Box::pin(async move {
             if let Err(e) = published {
-                tracing::debug!(error = %e, "broadcast with ack reached this node only");
+                tracing::debug!(error = e.to_string(), "broadcast with ack reached this node only");
                 return Ok(local);
             }
             let deadline = tokio::time::Instant::now() + timeout;

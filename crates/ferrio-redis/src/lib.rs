@@ -37,6 +37,16 @@ mod codec;
 mod emitter;
 mod link;
 
+/// The decoders of what other nodes publish, reachable from the fuzz targets in `fuzz/`. Not
+/// an API: anything here may change without notice.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::codec::{
+        decode, encode, get, packet_from_json, packet_from_msgpack, packet_to_msgpack, to_json,
+        to_json_extracting,
+    };
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 

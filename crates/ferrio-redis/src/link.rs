@@ -682,7 +682,11 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
         };
         counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
-            tracing::debug!(error = %e, messages = batch.len(), "redis publish failed");
+            tracing::debug!(
+                error = e.to_string(),
+                messages = batch.len(),
+                "redis publish failed"
+            );
         }
         for out in batch.drain(..) {
             if let Some(done) = out.done {
@@ -811,7 +815,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let mut conn = match conn {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::debug!(error = %e, "redis subscriber connect failed");
+                tracing::debug!(error = e.to_string(), "redis subscriber connect failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.step()) => continue,
                     _ = stop.changed() => return,
@@ -839,7 +843,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         subscribed.insert((kind, channel));
                     }
                     other => {
-                        tracing::debug!(?other, %channel, "redis subscribe failed");
+                        tracing::debug!(?other, channel = channel.as_str(), "redis subscribe failed");
                         break 'session;
                     }
                 }

@@ -8,7 +8,7 @@ use toml::Value;
 
 use crate::auth::mint::{TokenRequest, mint};
 use crate::config::values::parse_duration;
-use crate::config::{Inputs, Loaded, Settings, layers::ENV_CONFIG_FILE};
+use crate::config::{Inputs, Loaded, LogFormat, Settings, layers::ENV_CONFIG_FILE};
 
 #[derive(Parser, Debug)]
 #[command(name = "ferrio", version, about = "A Socket.IO v4 server")]
@@ -61,6 +61,9 @@ pub struct ConfigArgs {
     /// Seconds to wait for clients to go on shutdown.
     #[arg(long, value_name = "S")]
     shutdown_timeout: Option<u64>,
+    /// How log lines are written: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// File holding the JWT shared secret (HS256/384/512).
     #[arg(long, value_name = "FILE")]
     auth_secret_file: Option<PathBuf>,
@@ -122,6 +125,9 @@ impl ConfigArgs {
         }
         if let Some(v) = self.shutdown_timeout {
             flag(&["shutdown_timeout"], int(v), "--shutdown-timeout");
+        }
+        if let Some(v) = &self.log_format {
+            flag(&["log_format"], Value::String(v.clone()), "--log-format");
         }
         if let Some(v) = &self.auth_secret_file {
             flag(&["auth", "secret_file"], path(v), "--auth-secret-file");
@@ -194,6 +200,37 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Sends `tracing` events to stderr in `format`, at the levels `RUST_LOG` picks (`info` by
+/// default). Called once the configuration is loaded, since it names the format; an error
+/// loading it is printed plainly.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Already set (a second call) leaves the first in place.
+    let _ = match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // The event's fields beside `timestamp`, `level`, `target` and `message`.
+        LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
+}
+
+/// [`fail`] once logging is set up: in JSON, the failure is a log object like every other
+/// line.
+fn fail_logged(format: LogFormat, message: impl std::fmt::Display) -> ExitCode {
+    match format {
+        LogFormat::Text => fail(message),
+        LogFormat::Json => {
+            tracing::error!(error = message.to_string(), "ferrio stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[allow(clippy::print_stdout)] // the command's output
 fn print(text: &str) {
     println!("{text}");
@@ -208,16 +245,22 @@ pub async fn run() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
+            let format = loaded.settings.log_format;
+            init_logging(format);
             let reload: crate::server::Reload = Box::new(move || args.load());
             match crate::server::serve_reloadable(loaded, Some(reload)).await {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
+                Err(e) => fail_logged(format, e),
             }
         }
         Command::CheckConfig(args) => match args.load() {
             Ok(loaded) => {
+                init_logging(loaded.settings.log_format);
                 for name in &loaded.ignored_env {
-                    tracing::warn!(variable = %name, "ignoring an environment variable that names no configuration key");
+                    tracing::warn!(
+                        variable = name.as_str(),
+                        "ignoring an environment variable that names no configuration key"
+                    );
                 }
                 if let Err(e) = crate::server::check_exposure(&loaded.settings) {
                     return fail(e);
@@ -240,6 +283,7 @@ pub async fn run() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("invalid configuration: {e}")),
             };
+            init_logging(loaded.settings.log_format);
             let seconds = std::time::Duration::from_secs(1);
             let ttl = match parse_duration(&args.ttl, seconds) {
                 Ok(d) if !d.is_zero() => d,

@@ -2,7 +2,8 @@
 //!
 //! Each answers its acknowledgement with `{"ok":true}` or `{"ok":false,"error":"<reason>"}`;
 //! bad arguments never crash anything or vanish silently. A [`RoomPolicy`] decides who may
-//! join and publish where.
+//! join and publish where; [`RoomEvents::reserve_events`] keeps event names the server emits
+//! itself out of `publish`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,10 +37,14 @@ pub struct OpenRooms;
 
 impl RoomPolicy for OpenRooms {}
 
+/// Whether an event name, published by a socket, is one only the server may emit.
+type ReservedEvents = dyn Fn(&Socket, &str) -> bool + Send + Sync;
+
 /// The built-in `join`, `leave` and `publish` events.
 #[derive(Clone)]
 pub struct RoomEvents {
     policy: Arc<dyn RoomPolicy>,
+    reserved: Option<Arc<ReservedEvents>>,
 }
 
 impl fmt::Debug for RoomEvents {
@@ -77,7 +82,19 @@ impl RoomEvents {
     pub fn new(policy: impl RoomPolicy) -> Self {
         Self {
             policy: Arc::new(policy),
+            reserved: None,
         }
+    }
+
+    /// Refuses to `publish` an event that `reserved(socket, name)` says the server emits
+    /// itself (`reserved event name`, as for the protocol's own names), so that no client can
+    /// forge one to others.
+    pub fn reserve_events(
+        mut self,
+        reserved: impl Fn(&Socket, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.reserved = Some(Arc::new(reserved));
+        self
     }
 
     /// Adds the three events to a namespace.
@@ -126,7 +143,10 @@ impl RoomEvents {
         let name = match msg.get("event") {
             Some(Value::String(e)) if e.is_empty() => return failure("event must not be empty"),
             Some(Value::String(e)) if e.len() > MAX_NAME_LEN => return failure("event name too long"),
-            Some(Value::String(e)) if RESERVED_EVENTS.contains(&e.as_str()) => {
+            Some(Value::String(e))
+                if RESERVED_EVENTS.contains(&e.as_str())
+                    || self.reserved.as_ref().is_some_and(|reserved| reserved(socket, e)) =>
+            {
                 return failure("reserved event name");
             }
             Some(Value::String(e)) => e,

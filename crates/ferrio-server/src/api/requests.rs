@@ -1,6 +1,5 @@
 //! The bodies the HTTP API accepts, and their checks beyond types.
 
-use ferrio::proto::socket::RESERVED_EVENTS;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -78,9 +77,6 @@ impl Emit {
     pub fn check(&self) -> Result<(), Invalid> {
         if self.event.is_empty() {
             return Err(invalid("event", "must not be empty"));
-        }
-        if RESERVED_EVENTS.contains(&self.event.as_str()) {
-            return Err(invalid("event", "is reserved by Socket.IO clients"));
         }
         check_rooms("rooms", &self.rooms)?;
         check_rooms("except", &self.except)

@@ -70,7 +70,7 @@ impl KeyStore {
                         return Err(layers.error("auth.jwks_file", e));
                     }
                     Err(e) => {
-                        tracing::warn!(source = %jwks.source, error = %e, "JWKS not available yet; tokens are refused until it is")
+                        tracing::warn!(source = %jwks.source, error = e.as_str(), "JWKS not available yet; tokens are refused until it is")
                     }
                 }
                 Some(jwks)
@@ -138,7 +138,7 @@ impl KeyStore {
                     return Err(layers.error("auth.jwks_file", e));
                 }
                 Err(e) => {
-                    tracing::warn!(source = %jwks.source, error = %e, "JWKS refetch failed; keeping the keys known")
+                    tracing::warn!(source = %jwks.source, error = e.as_str(), "JWKS refetch failed; keeping the keys known")
                 }
             }
         }
@@ -284,7 +284,7 @@ impl Jwks {
         }
         *last = Some(Instant::now());
         if let Err(e) = self.fetch_and_store().await {
-            tracing::warn!(source = %self.source, error = %e, "JWKS refresh failed; keeping the keys known");
+            tracing::warn!(source = %self.source, error = e.as_str(), "JWKS refresh failed; keeping the keys known");
         }
         drop(last);
         self.lookup(kid, alg).flatten()
@@ -366,7 +366,7 @@ impl Jwks {
                 match jwks.refresh().await {
                     Ok(n) => tracing::debug!(keys = n, "JWKS refreshed"),
                     Err(e) => {
-                        tracing::warn!(source = %jwks.source, error = %e, "JWKS refresh failed; keeping the keys known")
+                        tracing::warn!(source = %jwks.source, error = e.as_str(), "JWKS refresh failed; keeping the keys known")
                     }
                 }
             }

@@ -77,6 +77,16 @@ impl Default for DashboardSettings {
     }
 }
 
+/// The events the page gets, on the admin namespace only (through the HTTP API, a backend
+/// could otherwise show it made-up numbers).
+pub fn declare_events(d: &DashboardSettings, events: &mut crate::events::ServerEvents) {
+    if d.password.is_some() {
+        for name in [publisher::HISTORY_EVENT, publisher::SNAPSHOT_EVENT] {
+            events.emits_in(&d.namespace, name);
+        }
+    }
+}
+
 /// Checks the `[dashboard]` keys: `Err((key, message))`.
 pub fn validate(settings: &Settings) -> Result<(), (&'static str, String)> {
     let d = &settings.dashboard;

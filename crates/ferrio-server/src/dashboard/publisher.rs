@@ -12,6 +12,11 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+/// The event a new viewer gets with the recent history.
+pub const HISTORY_EVENT: &str = "history";
+/// The event each snapshot goes out as.
+pub const SNAPSHOT_EVENT: &str = "snapshot";
+
 /// How far back the charts go.
 const HISTORY: Duration = Duration::from_secs(120);
 /// Rooms listed, largest first.
@@ -97,9 +102,9 @@ impl Publisher {
     /// Sends a new viewer the history and the latest snapshot.
     pub fn greet(&self, socket: &Socket) {
         let history: Vec<Value> = self.history.lock().iter().cloned().collect();
-        let _ = socket.emit("history", Value::Array(history));
+        let _ = socket.emit(HISTORY_EVENT, Value::Array(history));
         if let Some(latest) = self.latest.lock().clone() {
-            let _ = socket.emit("snapshot", latest);
+            let _ = socket.emit(SNAPSHOT_EVENT, latest);
         }
     }
 
@@ -135,7 +140,7 @@ impl Publisher {
                 .broadcast()
                 .local()
                 .volatile()
-                .emit("snapshot", snapshot.clone());
+                .emit(SNAPSHOT_EVENT, snapshot.clone());
             *self.latest.lock() = Some(snapshot);
         }
     }

@@ -1,6 +1,8 @@
 //! Per-event rules from `[events."<name>"]`: a JSON Schema the payload must match, forwarding
 //! to the webhook backend, or handling as an RPC whose backend reply becomes the ack.
 
+pub mod reserved;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{ConfigError, Layers, Settings};
+
+pub use reserved::ServerEvents;
 
 /// How many schema violations an `invalid_payload` answer lists at most.
 const MAX_DETAILS: usize = 5;

@@ -140,7 +140,11 @@ impl OriginPolicy {
                         OriginRefusal::NotAllowed => Rejection::OriginNotAllowed,
                         OriginRefusal::Missing => Rejection::OriginMissing,
                     });
-                    tracing::debug!(path = %req.uri.path(), reason = refusal.message(), "handshake refused");
+                    tracing::debug!(
+                        path = req.uri.path(),
+                        reason = refusal.message(),
+                        "handshake refused"
+                    );
                     refusal.message().to_owned()
                 })
         })

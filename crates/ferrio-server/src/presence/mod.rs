@@ -28,6 +28,13 @@ pub const JOIN_EVENT: &str = "presence:join";
 /// The event a room's members get when a user's last socket leaves it.
 pub const LEAVE_EVENT: &str = "presence:leave";
 
+/// The announcements, reserved even when no room is announced: a client never gets one that
+/// another client made up.
+pub fn declare_events(events: &mut crate::events::ServerEvents) {
+    events.emits(JOIN_EVENT);
+    events.emits(LEAVE_EVENT);
+}
+
 /// `[presence]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -92,7 +99,11 @@ type Members = HashMap<(Arc<str>, Room), HashMap<String, HashSet<Sid>>>;
 fn announce_to(ns: &Namespace, room: &Room, sid: Sid, event: &str, message: Value) {
     let to = ns.to(room.clone()).except(sid.as_str().to_owned());
     if let Err(e) = to.emit(event, message) {
-        tracing::warn!(error = %e, room = %room, "cannot announce presence");
+        tracing::warn!(
+            error = e.to_string(),
+            room = room.as_ref(),
+            "cannot announce presence"
+        );
     }
 }
 
@@ -144,7 +155,11 @@ impl Announcer {
                 }))
             }
             Err(e) => {
-                tracing::warn!(error = %e, room = %room, "presence: the cluster did not answer; no departure announced");
+                tracing::warn!(
+                    error = e.to_string(),
+                    room = room.as_ref(),
+                    "presence: the cluster did not answer; no departure announced"
+                );
                 None
             }
         }

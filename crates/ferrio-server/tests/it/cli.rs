@@ -175,7 +175,7 @@ async fn logs_never_show_tokens_or_session_ids() {
     drop(ws);
 
     let log = server.stop().await;
-    assert!(log.contains("sub=erin"), "the user id is logged:\n{log}");
+    assert!(log.contains(r#"sub="erin""#), "the user id is logged:\n{log}");
     for secret in [
         token.as_str(),
         expired.as_str(),

@@ -199,3 +199,34 @@ async fn policy_refusals_are_forbidden_and_deliver_nothing() {
     assert_eq!(c[0].call("publish", &[msg]).await, ok());
     check(&ns, &mut c, &[None, Some(r#"42["direct",2]"#)]).await;
 }
+
+#[tokio::test]
+async fn reserved_events_are_refused_before_the_policy() {
+    let io = Io::builder(Config::default())
+        .ns("/", |ns| {
+            RoomEvents::new(Policy)
+                .reserve_events(|_, name| name.starts_with("server:"))
+                .install(with_echo(ns))
+        })
+        .build();
+    let server = start(io).await;
+    let ns = server.io.of("/").expect("namespace");
+    let mut c = clients(&server.io, server.addr, 2).await;
+    assert_eq!(c[1].call("join", &[json!("r")]).await, ok());
+    for (room, event) in [
+        ("r", "server:notice"),
+        ("announcements", "server:notice"),
+        ("r", "disconnect"),
+    ] {
+        let msg = json!({"room": room, "event": event, "data": 1});
+        assert_eq!(
+            c[0].call("publish", &[msg]).await,
+            failure("reserved event name"),
+            "{room} {event}"
+        );
+    }
+    check(&ns, &mut c, &[None, None]).await;
+    let msg = json!({"room": "r", "event": "notice", "data": 2});
+    assert_eq!(c[0].call("publish", &[msg]).await, ok());
+    check(&ns, &mut c, &[None, Some(r#"42["notice",2]"#)]).await;
+}
