@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::auth::lifetime::{self, ExpiryScheduler, LifetimeSettings};
 use crate::auth::{AuthSession, Authenticator};
 use crate::config::{Loaded, Settings};
-use crate::events::EventRules;
+use crate::events::{EventRules, ServerEvents};
 use crate::limits::connections::LimitsObserver;
 use crate::limits::events::Verdict;
 use crate::limits::namespaces::{ConnectionKey, SlotsObserver};
@@ -56,6 +56,8 @@ struct Hooks {
     /// `webhooks.rpc_per_socket`.
     rpc_per_socket: usize,
     proxies: crate::limits::ProxyList,
+    /// Connection counts: a CONNECT that authenticates promotes its connection.
+    limits: Arc<ConnectionLimits>,
     stats: Arc<Stats>,
 }
 
@@ -132,6 +134,8 @@ impl Hooks {
                 Ok(token) => auth.verify(token).await,
                 Err(failure) => Err(failure),
             };
+            let verified =
+                verified.and_then(|identity| auth.check_namespace(&identity, &req.nsp).map(|()| identity));
             match verified {
                 Ok(identity) => {
                     let data = json!({ "sub": identity.sub });
@@ -140,10 +144,16 @@ impl Hooks {
                 Err(failure) => {
                     self.slots.release(key);
                     self.stats.count(failure);
-                    tracing::debug!(ns = %req.nsp, reason = failure.reason(), "connect refused");
+                    tracing::debug!(ns = &*req.nsp, reason = failure.reason(), "connect refused");
                     return Err(failure.connect_error());
                 }
             }
+        }
+        // Authenticated (or no authentication configured): the connection leaves the budget of
+        // those that have not identified themselves, if the node has room for it.
+        if let Err(refusal) = self.limits.promote(&req.handshake) {
+            self.slots.release(key);
+            return Err(ConnectError::new(refusal.message()).with_data(json!({ "reason": "server_full" })));
         }
         Ok(accepted)
     }
@@ -155,10 +165,10 @@ impl Hooks {
                 if self.user_room {
                     socket.join(user_room(&identity.sub));
                 }
-                tracing::debug!(sub = %identity.sub, ns = %socket.ns().name(), transport = ?socket.transport(), "connected");
+                tracing::debug!(sub = identity.sub.as_str(), ns = socket.ns().name(), transport = ?socket.transport(), "connected");
                 self.expiry.watch(socket, identity.exp);
             }
-            None => tracing::debug!(ns = %socket.ns().name(), transport = ?socket.transport(), "connected"),
+            None => tracing::debug!(ns = socket.ns().name(), transport = ?socket.transport(), "connected"),
         }
         if let Some(webhooks) = self.webhooks.as_ref().filter(|w| w.wants("connection")) {
             let mut fields = about(socket);
@@ -182,7 +192,7 @@ impl Hooks {
         if self.auth.is_some() {
             self.expiry.forget(socket);
         }
-        tracing::debug!(ns = %socket.ns().name(), %reason, "disconnected");
+        tracing::debug!(ns = socket.ns().name(), reason = reason.as_str(), "disconnected");
         if let Some(webhooks) = self.webhooks.as_ref().filter(|w| w.wants("disconnection")) {
             let mut fields = about(socket);
             fields.insert("reason".into(), reason.as_str().into());
@@ -247,7 +257,7 @@ impl Hooks {
         let answer = match webhooks.rpc(Value::Object(event_fields(&socket, &event))).await {
             Ok(reply) => reply,
             Err(e) => {
-                tracing::debug!(event = %event.name(), error = %e, "rpc failed");
+                tracing::debug!(event = event.name(), error = %e, "rpc failed");
                 json!({ "ok": false, "error": e.code() })
             }
         };
@@ -267,7 +277,7 @@ impl Hooks {
             Verdict::Flooding => {
                 self.stats.count(Rejection::EventFloodClosed);
                 let ip = socket.handshake().address.map(|a| a.ip());
-                warn!(ip = ?ip, ns = %socket.ns().name(), "event flood; closing the connection");
+                warn!(ip = ?ip, ns = socket.ns().name(), "event flood; closing the connection");
                 socket.disconnect(true);
                 Err(refusal("rate_limited"))
             }
@@ -343,8 +353,9 @@ impl Hooks {
         event.ack(answer);
     }
 
-    /// The behaviour of every namespace `ferrio serve` offers.
-    fn declare(self: &Arc<Self>, ns: NamespaceBuilder) -> NamespaceBuilder {
+    /// The behaviour of every namespace `ferrio serve` offers. `publish` refuses the names in
+    /// `reserved`.
+    fn declare(self: &Arc<Self>, ns: NamespaceBuilder, reserved: &Arc<ServerEvents>) -> NamespaceBuilder {
         let hooks = self.clone();
         let mut ns = ns.connect_hook(move |req| {
             let hooks = hooks.clone();
@@ -397,10 +408,14 @@ impl Hooks {
                 ns = ns.on(name, move |socket, event| hooks.start_rpc(socket, event));
             }
         }
-        ns = match &self.rooms {
-            Some(rooms) => RoomEvents::new(RoomPermissions::clone(rooms)).install(ns),
-            None => RoomEvents::default().install(ns),
+        let room_events = match &self.rooms {
+            Some(rooms) => RoomEvents::new(RoomPermissions::clone(rooms)),
+            None => RoomEvents::default(),
         };
+        let reserved = reserved.clone();
+        ns = room_events
+            .reserve_events(move |socket, name| reserved.is_reserved(socket.ns().name(), name))
+            .install(ns);
         if let (Some(auth), Some(rooms)) = (&self.auth, &self.rooms) {
             let (auth, rooms, stats) = (auth.clone(), rooms.clone(), self.stats.clone());
             let expiry = self.expiry.clone();
@@ -452,7 +467,10 @@ pub async fn serve_reloadable(
         layers,
     } = loaded;
     for name in &ignored_env {
-        warn!(variable = %name, "ignoring an environment variable that names no configuration key");
+        warn!(
+            variable = name.as_str(),
+            "ignoring an environment variable that names no configuration key"
+        );
     }
     check_exposure(&settings)?;
     let prometheus = if settings.metrics.enabled {
@@ -508,6 +526,7 @@ pub async fn serve_reloadable(
         webhooks: webhooks.clone(),
         rpc_per_socket: settings.webhooks.rpc_per_socket,
         proxies: limits.proxies().clone(),
+        limits: limits.clone(),
         stats: stats.clone(),
     });
 
@@ -534,14 +553,20 @@ pub async fn serve_reloadable(
     let mut builder = builder
         .observer(LimitsObserver(limits.clone()))
         .observer(SlotsObserver(slots));
+    // Neither a client's `publish` nor the HTTP API may send what the server emits itself.
+    let server_events = Arc::new(ServerEvents::of(&settings));
     for name in settings.namespaces.iter() {
         let hooks = hooks.clone();
         builder = match name.strip_suffix('*') {
             Some(prefix) => {
                 let prefix = prefix.to_owned();
-                builder.dynamic_ns(move |n| n.starts_with(&prefix), |ns| hooks.declare(ns))
+                // Metrics carry the pattern, never a client-chosen name.
+                builder.dynamic_ns(
+                    move |n| n.starts_with(&prefix),
+                    |ns| hooks.declare(ns, &server_events).metrics_label(name),
+                )
             }
-            None => builder.ns(name, |ns| hooks.declare(ns)),
+            None => builder.ns(name, |ns| hooks.declare(ns, &server_events)),
         };
     }
     if let Some(dashboard) = &dashboard {
@@ -604,9 +629,16 @@ pub async fn serve_reloadable(
         io: io.clone(),
         keys: api_keys.clone(),
         max_body: settings.api.max_body,
+        body_limits: ferrio::body::BodyLimits {
+            max_bytes: settings.api.max_body,
+            timeout: settings.limits.body_timeout.0,
+            min_rate: settings.limits.body_min_rate,
+        },
+        bodies: ferrio::body::BodyBudget::new(settings.limits.max_inflight_body_bytes),
         node_id,
         clustered: redis.is_some(),
         internal_namespace: dashboard.as_ref().map(|d| d.namespace().to_owned()),
+        reserved: server_events,
     });
     if api_keys.any() {
         info!("HTTP API on /api/");
@@ -616,7 +648,11 @@ pub async fn serve_reloadable(
         d.start(io.clone(), prometheus.clone(), api.node_id.clone())
     });
     let front = crate::front::Front::new(
-        Gate::new(io.clone(), limits.clone()),
+        Gate::new(
+            io.clone(),
+            limits.clone(),
+            crate::limits::bodies::BodyBytesPerIp::new(settings.limits.max_inflight_body_bytes_per_ip),
+        ),
         api,
         readiness.clone(),
         prometheus,
@@ -635,7 +671,10 @@ pub async fn serve_reloadable(
         };
         match reload() {
             Ok(fresh) => reloader.apply(fresh),
-            Err(e) => warn!(error = %e, "reload failed; keeping the running configuration"),
+            Err(e) => warn!(
+                error = e.to_string(),
+                "reload failed; keeping the running configuration"
+            ),
         }
     };
 
@@ -745,7 +784,10 @@ impl Reloader {
             tokio::spawn(async move {
                 match auth.reload(&loaded.settings, &loaded.layers).await {
                     Ok(()) => info!(algorithms = ?auth.algorithms(), "authentication keys reloaded"),
-                    Err(e) => warn!(error = %e, "authentication keys not reloaded; keeping the running ones"),
+                    Err(e) => warn!(
+                        error = e.to_string(),
+                        "authentication keys not reloaded; keeping the running ones"
+                    ),
                 }
             });
         }

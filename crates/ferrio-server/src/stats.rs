@@ -31,8 +31,12 @@ rejections! {
     OriginMissing => "origin.missing",
     NodeFull => "limits.max_connections",
     TooManyFromIp => "limits.max_connections_per_ip",
+    PendingFull => "limits.max_pending_sessions",
+    PendingEvicted => "limits.pending_evicted",
+    TooManyPendingFromIp => "limits.max_pending_sessions_per_ip",
+    BodyRefused => "limits.body",
     ConnectionRate => "limits.connection_rate",
-    TooManyNamespaces => "limits.max_namespaces",
+    TooManyNamespaces => "limits.max_namespaces_per_connection",
     TooManyRooms => "limits.max_rooms",
     EventRateLimited => "limits.event_rate",
     EventFloodClosed => "limits.event_flood_closed",
@@ -51,6 +55,7 @@ rejections! {
     UnknownKid => "auth.unknown_kid",
     ClaimsInvalid => "auth.claims_invalid",
     SubjectMismatch => "auth.subject_mismatch",
+    NamespaceForbidden => "auth.namespace_forbidden",
     ExpiredDisconnect => "auth.expired_disconnect",
     DashboardUnauthorized => "dashboard.wrong_credentials",
     DashboardTokenRefused => "dashboard.token_refused",
@@ -70,6 +75,7 @@ impl From<AuthFailure> for Rejection {
             AuthFailure::UnknownKid => Rejection::UnknownKid,
             AuthFailure::ClaimsInvalid => Rejection::ClaimsInvalid,
             AuthFailure::SubjectMismatch => Rejection::SubjectMismatch,
+            AuthFailure::NamespaceForbidden => Rejection::NamespaceForbidden,
         }
     }
 }

@@ -18,7 +18,7 @@ use ferrio_proto::socket::{Decoder, Packet, PacketType};
 
 use crate::adapter::EncodedPacket;
 use crate::engine::{CloseReason, Connection, Control, NamespaceConnect, SessionHandler};
-use crate::io::IoShared;
+use crate::io::{IoShared, JoinRefusal, NamespaceTarget};
 use crate::namespace::ConnectRequest;
 use crate::recovery::Restored;
 use crate::socket::{Accepted, DisconnectReason, Identity};
@@ -40,6 +40,8 @@ pub(crate) struct Client {
     /// A binary packet must receive all its attachments before this.
     attachment_deadline: Option<Instant>,
     attachment_timeout: Duration,
+    /// A namespace CONNECT has succeeded on this connection.
+    established: bool,
 }
 
 impl Client {
@@ -50,6 +52,7 @@ impl Client {
             connect_deadline: Some(Instant::now() + config.connect_timeout),
             attachment_deadline: None,
             attachment_timeout: config.ping_timeout,
+            established: false,
             io,
             handshake,
             nsps: SmallVec::new(),
@@ -140,22 +143,28 @@ impl Client {
 
     fn connect(&mut self, conn: &Arc<Connection>, packet: Packet) {
         let auth = packet.data.unwrap_or_else(|| json!({}));
-        let Some(ns) = self.io.namespace_for(&packet.nsp) else {
+        // Nothing is created here: a namespace made on demand exists only once a CONNECT to
+        // it has passed its hook.
+        let Some(target) = self.io.find_namespace(&packet.nsp) else {
             let reply = Packet::connect_error(packet.nsp, json!({ "message": "Invalid namespace" }));
             let _ = conn.push(EncodedPacket::new(reply).frames(), false);
             return;
         };
+        let nsp: Arc<str> = Arc::from(packet.nsp);
         // A client that had a session sends its private id and the offset of the last
         // packet it got.
-        let restored = ns.recovery().and_then(|recovery| {
+        let recovery = match &target {
+            NamespaceTarget::Existing(ns) => ns.recovery(),
+            NamespaceTarget::OnDemand(_) => None,
+        };
+        let restored = recovery.and_then(|recovery| {
             let pid = auth.get("pid")?.as_str()?;
             let offset = auth.get("offset")?.as_str()?;
             recovery.restore(pid, offset)
         });
-        let skip_hook = restored.is_some() && ns.recovery().is_some_and(|r| r.config().skip_connect_hook);
-        match ns.handlers().connect_hook.clone() {
+        let skip_hook = restored.is_some() && recovery.is_some_and(|r| r.config().skip_connect_hook);
+        match target.handlers().connect_hook.clone() {
             Some(hook) if !skip_hook => {
-                let nsp = ns.name_arc().clone();
                 self.nsps.push((nsp.clone(), Slot::Connecting));
                 let request = ConnectRequest {
                     nsp: nsp.clone(),
@@ -169,7 +178,7 @@ impl Client {
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|_| {
-                            tracing::error!(%nsp, "connect hook panicked");
+                            tracing::error!(nsp = ?nsp, "connect hook panicked");
                             Err(crate::ConnectError::new("server error"))
                         });
                     // The session may be gone meanwhile; then nothing is left to accept.
@@ -181,7 +190,39 @@ impl Client {
                     })));
                 });
             }
-            _ => self.finish_connect(conn, ns, auth, Accepted::default(), restored),
+            _ => self.join(conn, nsp, auth, Accepted::default(), restored),
+        }
+    }
+
+    /// Joins an accepted CONNECT to its namespace, creating it if a pattern allows and the
+    /// cap of namespaces made on demand is not reached.
+    fn join(
+        &mut self,
+        conn: &Arc<Connection>,
+        nsp: Arc<str>,
+        auth: Value,
+        accepted: Accepted,
+        restored: Option<Restored>,
+    ) {
+        match self.io.join_namespace(&nsp) {
+            Ok(joining) => {
+                // Registered before `joining` lets the namespace be removed again.
+                self.finish_connect(conn, joining.namespace().clone(), auth, accepted, restored);
+            }
+            Err(refusal) => {
+                if let Some(i) = self.slot(&nsp) {
+                    self.nsps.remove(i);
+                }
+                let message = match refusal {
+                    JoinRefusal::Invalid => "Invalid namespace",
+                    JoinRefusal::TooMany => {
+                        tracing::warn!("a CONNECT refused: max_dynamic_namespaces reached");
+                        "too many namespaces"
+                    }
+                };
+                let reply = Packet::connect_error(nsp.as_ref(), json!({ "message": message }));
+                let _ = conn.push(EncodedPacket::new(reply).frames(), false);
+            }
         }
     }
 
@@ -220,6 +261,11 @@ impl Client {
             None => self.nsps.push((nsp, Slot::Connected(socket.clone()))),
         }
         self.connect_deadline = None;
+        if !std::mem::replace(&mut self.established, true) {
+            for observer in &self.io.observers {
+                observer.on_established(&self.handshake);
+            }
+        }
         // The restored rooms are the socket's at once (missed and new broadcasts reach it), and
         // reported to room watchers after the connect handlers, as joins made then.
         let mut rejoined = SmallVec::<[Room; 1]>::new();
@@ -242,8 +288,8 @@ impl Client {
             socket.on_disconnect(DisconnectReason::Transport(CloseReason::TransportClose));
             return;
         }
-        crate::metrics::socket_connected(ns.name());
-        tracing::debug!(ns = %ns.name(), recovered = socket.recovered(), "socket connected");
+        crate::metrics::socket_connected(ns.metrics_label());
+        tracing::debug!(ns = ns.name(), recovered = socket.recovered(), "socket connected");
         ns.run_connect_handlers(&socket);
         for room in &rejoined {
             ns.run_room_handlers(&socket, room, crate::RoomChange::Joined);
@@ -261,6 +307,7 @@ impl SessionHandler for Client {
             Err(e) => {
                 // The reference closes the connection itself on a decode error: "forced close".
                 tracing::debug!(error = %e, "invalid socket.io packet");
+                crate::metrics::protocol_error(e.label());
                 Err(CloseReason::ForcedClose)
             }
             Ok(None) => {
@@ -282,13 +329,7 @@ impl SessionHandler for Client {
             return;
         }
         match result.outcome {
-            Ok(accepted) => {
-                if let Some(ns) = self.io.namespace_for(&result.nsp) {
-                    self.finish_connect(conn, ns, result.auth, accepted, result.restored);
-                } else {
-                    self.nsps.remove(i);
-                }
-            }
+            Ok(accepted) => self.join(conn, result.nsp, result.auth, accepted, result.restored),
             Err(refusal) => {
                 self.nsps.remove(i);
                 let reply = Packet::connect_error(result.nsp.as_ref(), refusal.to_json());

@@ -261,6 +261,20 @@ pub struct Config {
     pub allow_request: Option<AllowRequest>,
     /// Connection-state recovery (off by default, as in the reference).
     pub recovery: Option<crate::RecoveryConfig>,
+    /// A polling POST body must arrive whole within this long (default 10 s).
+    pub body_timeout: Duration,
+    /// ...and, after its first two seconds, at no less than this many bytes per second on
+    /// average (default 1,024; 0 turns the minimum off).
+    pub body_min_rate: usize,
+    /// The bytes all polling POST bodies in flight hold together, at most (default 64 MiB);
+    /// a body that would pass it is answered 503.
+    pub max_inflight_body_bytes: usize,
+    /// Namespaces created on demand ([`crate::IoBuilder::dynamic_ns`]) that may exist at once
+    /// (default 10,000); a CONNECT that would create one more is refused.
+    pub max_dynamic_namespaces: usize,
+    /// How long a namespace created on demand stays once its last socket left (default 60 s,
+    /// and never less than recovery's `max_disconnection_duration`, whose sessions it keeps).
+    pub dynamic_namespace_grace: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -281,6 +295,11 @@ impl std::fmt::Debug for Config {
             .field("cors", &self.cors)
             .field("allow_request", &self.allow_request.is_some())
             .field("recovery", &self.recovery)
+            .field("body_timeout", &self.body_timeout)
+            .field("body_min_rate", &self.body_min_rate)
+            .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
+            .field("max_dynamic_namespaces", &self.max_dynamic_namespaces)
+            .field("dynamic_namespace_grace", &self.dynamic_namespace_grace)
             .finish()
     }
 }
@@ -303,6 +322,11 @@ impl Default for Config {
             cors: Cors::Off,
             allow_request: None,
             recovery: None,
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 1024,
+            max_inflight_body_bytes: 64 << 20,
+            max_dynamic_namespaces: 10_000,
+            dynamic_namespace_grace: Duration::from_secs(60),
         }
     }
 }

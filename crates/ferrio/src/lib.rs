@@ -27,6 +27,7 @@
 //! queued for every recipient. Every queue is bounded.
 
 pub mod adapter;
+pub mod body;
 pub mod builtins;
 mod client;
 pub mod config;
@@ -51,7 +52,7 @@ pub use config::{AllowRequest, Config, Cors, HandshakeRequest, OriginCheck, Tran
 pub use engine::{CloseReason, RemoteAddr, SendError, TransportKind};
 pub use ferrio_proto as proto;
 pub use handshake::Handshake;
-pub use io::{ConnectionObserver, Io, IoBuilder};
+pub use io::{ConnectionHandle, ConnectionObserver, Io, IoBuilder};
 pub use namespace::{
     AdapterContext, AdapterFactory, ConnectRequest, Namespace, NamespaceBuilder, RoomChange, ServerEvent,
 };

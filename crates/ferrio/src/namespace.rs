@@ -47,6 +47,8 @@ pub(crate) struct Handlers {
     guards: Vec<EventGuard>,
     server_events: HashMap<String, ServerEventHandler>,
     on_room: Vec<RoomCallback>,
+    /// The `namespace` label of this namespace's metrics when it is created on demand.
+    metrics_label: Option<Arc<str>>,
 }
 
 /// A socket's membership of a room changed.
@@ -149,6 +151,15 @@ impl NamespaceBuilder {
         self
     }
 
+    /// The `namespace` label the metrics of namespaces created on demand from this builder
+    /// carry (default `dynamic`); ferrio serve uses the pattern (`/tenant-*`). Their own names
+    /// are chosen by clients and never become label values. A declared namespace is labelled
+    /// with its name.
+    pub fn metrics_label(mut self, label: &str) -> Self {
+        self.handlers.metrics_label = Some(Arc::from(label));
+        self
+    }
+
     /// Handles every event that has no handler of its own.
     pub fn on_any(mut self, f: impl Fn(&Socket, Event) + Send + Sync + 'static) -> Self {
         self.handlers.on_any = Some(Box::new(f));
@@ -162,6 +173,12 @@ impl NamespaceBuilder {
 
 pub(crate) struct NamespaceInner {
     name: Arc<str>,
+    /// The `namespace` label of its metrics.
+    metrics_label: Arc<str>,
+    /// Created on demand from a pattern (and removed once empty for a while).
+    dynamic: bool,
+    /// CONNECTs admitted to it whose socket is not registered yet: it is not removed meanwhile.
+    joining: std::sync::atomic::AtomicUsize,
     handlers: Arc<Handlers>,
     adapter: Arc<dyn Adapter>,
     next_ack_id: AtomicU64,
@@ -253,6 +270,7 @@ impl ServerEvent {
 impl Namespace {
     pub(crate) fn new(
         name: Arc<str>,
+        dynamic: bool,
         handlers: Arc<Handlers>,
         factory: &AdapterFactory,
         ack_timeout: Duration,
@@ -263,8 +281,16 @@ impl Namespace {
             namespace: Arc::new(OnceLock::new()),
         };
         let adapter = factory(&context);
+        let metrics_label = match (dynamic, &handlers.metrics_label) {
+            (false, _) => name.clone(),
+            (true, Some(label)) => label.clone(),
+            (true, None) => Arc::from("dynamic"),
+        };
         let ns = Self(Arc::new(NamespaceInner {
             name,
+            metrics_label,
+            dynamic,
+            joining: std::sync::atomic::AtomicUsize::new(0),
             handlers,
             adapter,
             next_ack_id: AtomicU64::new(0),
@@ -312,6 +338,29 @@ impl Namespace {
 
     pub(crate) fn name_arc(&self) -> &Arc<str> {
         &self.0.name
+    }
+
+    /// The `namespace` label of its metrics: its name, or its pattern's label when it was
+    /// created on demand.
+    pub(crate) fn metrics_label(&self) -> &str {
+        &self.0.metrics_label
+    }
+
+    pub(crate) fn begin_join(&self) {
+        self.0.joining.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn end_join(&self) {
+        self.0.joining.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn has_joining(&self) -> bool {
+        self.0.joining.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether it was created on demand from a pattern.
+    pub fn is_dynamic(&self) -> bool {
+        self.0.dynamic
     }
 
     /// The namespace's adapter.

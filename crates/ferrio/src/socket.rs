@@ -472,7 +472,7 @@ impl Socket {
             let rooms = self.0.ns.adapter().socket_rooms(self.id());
             recovery.persist(pid, self.id(), rooms, self.data());
         }
-        crate::metrics::socket_disconnected(self.0.ns.name());
+        crate::metrics::socket_disconnected(self.0.ns.metrics_label());
         let left = self.0.ns.adapter().del_all(self.id());
         for room in &left {
             self.0.ns.run_room_handlers(self, room, RoomChange::Left);
@@ -480,7 +480,11 @@ impl Socket {
         self.0.ns.adapter().on_socket_removed(self.id());
         // Dropping the senders wakes every waiter with "disconnected".
         drop(std::mem::take(&mut *self.0.acks.lock()));
-        tracing::debug!(ns = %self.0.ns.name(), reason = reason.as_str(), "socket disconnected");
+        tracing::debug!(
+            ns = self.0.ns.name(),
+            reason = reason.as_str(),
+            "socket disconnected"
+        );
         self.0.ns.run_disconnect_handlers(self, reason);
     }
 

@@ -15,7 +15,6 @@ use bytes::Bytes;
 use ferrio::engine::ResponseBody;
 use ferrio::{Io, Namespace};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -28,10 +27,16 @@ pub struct Api {
     pub io: Io,
     pub keys: Arc<ApiKeys>,
     pub max_body: usize,
+    /// The deadline and minimum rate of a body (`limits.body_timeout`, `body_min_rate`).
+    pub body_limits: ferrio::body::BodyLimits,
+    /// The bytes API bodies in flight hold together, at most.
+    pub bodies: Arc<ferrio::body::BodyBudget>,
     pub node_id: String,
     pub clustered: bool,
     /// The dashboard's own namespace, left out of `/api/stats`.
     pub internal_namespace: Option<String>,
+    /// The event names only the server emits: `/api/emit` refuses them.
+    pub reserved: Arc<crate::events::ServerEvents>,
 }
 
 /// A JSON answer.
@@ -164,18 +169,27 @@ impl Api {
                 Some(format!("the body may be at most {} bytes", self.max_body)),
             )
         };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > self.max_body) {
-            return Err(too_large());
-        }
-        let bytes = match Limited::new(req.into_body(), self.max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(_) => return Err(error(StatusCode::BAD_REQUEST, "body_unreadable", None)),
+        let declared = ferrio::body::declared_length(req.headers());
+        let limits = ferrio::body::BodyLimits {
+            max_bytes: self.max_body,
+            ..self.body_limits
+        };
+        let read = ferrio::body::read_body(
+            req.into_body(),
+            declared,
+            limits,
+            &self.bodies,
+            std::future::pending(),
+        )
+        .await;
+        let bytes = match read {
+            Ok((bytes, _held)) => bytes,
+            Err(ferrio::body::BodyError::TooLarge(_)) => return Err(too_large()),
+            Err(e @ ferrio::body::BodyError::Unreadable(_)) => {
+                tracing::debug!(error = ?e.to_string(), "API body unreadable");
+                return Err(error(StatusCode::BAD_REQUEST, "body_unreadable", None));
+            }
+            Err(e) => return Err(error(e.status(), e.label(), Some(e.to_string()))),
         };
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
@@ -227,6 +241,9 @@ impl Api {
             Ok(ns) => ns,
             Err(res) => return res,
         };
+        if self.reserved.is_reserved(ns.name(), &body.event) {
+            return bad_request(("event".into(), "is a reserved event name".into()));
+        }
         let mut op = if body.rooms.is_empty() {
             ns.broadcast()
         } else {

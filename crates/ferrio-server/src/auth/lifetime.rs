@@ -49,6 +49,14 @@ impl AuthSession {
     }
 }
 
+/// The events of a token's lifetime: the two the server emits, and the one clients send it
+/// (relayed by another client, it would look like the server asking for a token).
+pub fn declare_events(auth: &crate::config::AuthSettings, events: &mut crate::events::ServerEvents) {
+    for name in [&auth.expiring_event, &auth.expired_event, &auth.refresh_event] {
+        events.emits(name);
+    }
+}
+
 /// What the token lifetime needs to know.
 #[derive(Debug, Clone)]
 pub struct LifetimeSettings {
@@ -196,7 +204,11 @@ fn fire(due: Due, ns: &Namespace, sid: Sid, exp: u64, settings: &LifetimeSetting
         }
         Due::End => {
             stats.count(Rejection::ExpiredDisconnect);
-            tracing::info!(sub = %session.identity().sub, ns = %ns.name(), "token expired; disconnecting");
+            tracing::info!(
+                sub = session.identity().sub.as_str(),
+                ns = ns.name(),
+                "token expired; disconnecting"
+            );
             let _ = socket.emit(
                 &settings.expired_event,
                 json!({ "reason": AuthFailure::TokenExpired.reason() }),
@@ -233,6 +245,10 @@ pub async fn refresh(
         None => Err(AuthFailure::TokenMissing),
         Some(token) => match auth.verify(token).await {
             Ok(identity) if identity.sub != session.identity().sub => Err(AuthFailure::SubjectMismatch),
+            // A refreshed token must still allow the namespace the socket is in.
+            Ok(identity) => auth
+                .check_namespace(&identity, socket.ns().name())
+                .map(|()| identity),
             other => other,
         },
     };
@@ -242,12 +258,16 @@ pub async fn refresh(
             session.replace(identity);
             expiry.watch(&socket, exp);
             rooms.leave_forbidden(&socket);
-            tracing::debug!(sub = %session.identity().sub, exp, "token refreshed");
+            tracing::debug!(sub = session.identity().sub.as_str(), exp, "token refreshed");
             json!({ "ok": true, "exp": exp })
         }
         Err(failure) => {
             stats.count(failure);
-            tracing::debug!(sub = %session.identity().sub, reason = failure.reason(), "refresh refused");
+            tracing::debug!(
+                sub = session.identity().sub.as_str(),
+                reason = failure.reason(),
+                "refresh refused"
+            );
             json!({ "ok": false, "error": failure.reason() })
         }
     };

@@ -40,6 +40,9 @@ pub enum AuthFailure {
     ClaimsInvalid,
     /// A refreshed token names another user.
     SubjectMismatch,
+    /// The token's `namespaces` claim (or `auth.namespaces`, without one) does not allow the
+    /// namespace.
+    NamespaceForbidden,
 }
 
 impl AuthFailure {
@@ -57,6 +60,7 @@ impl AuthFailure {
             Self::UnknownKid => "unknown_kid",
             Self::ClaimsInvalid => "claims_invalid",
             Self::SubjectMismatch => "subject_mismatch",
+            Self::NamespaceForbidden => "namespace_forbidden",
         }
     }
 
@@ -77,6 +81,9 @@ pub struct Identity {
     pub rooms: Vec<String>,
     /// Rooms (or patterns) the user may publish to.
     pub publish: Vec<String>,
+    /// Namespaces (or patterns) the token may connect to; `None` without the claim, when
+    /// `auth.namespaces` decides.
+    pub namespaces: Option<Vec<String>>,
     /// Every claim of the token.
     pub claims: Map<String, Value>,
 }
@@ -143,6 +150,18 @@ impl Authenticator {
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthFailure> {
         self.now().verify(token).await
     }
+
+    /// Whether `identity` may connect to namespace `nsp`: its `namespaces` claim decides, or
+    /// `auth.namespaces` for a token without one.
+    pub fn check_namespace(&self, identity: &Identity, nsp: &str) -> Result<(), AuthFailure> {
+        let verifier = self.now();
+        let allowed = identity.namespaces.as_deref().unwrap_or(&verifier.namespaces);
+        if crate::rooms::any_match(allowed, nsp) {
+            Ok(())
+        } else {
+            Err(AuthFailure::NamespaceForbidden)
+        }
+    }
 }
 
 /// One set of keys and claim rules.
@@ -153,6 +172,8 @@ struct Verifier {
     validation: Validation,
     bearer_header: bool,
     leeway: u64,
+    /// `auth.namespaces`: where a token without a `namespaces` claim may connect.
+    namespaces: Vec<String>,
 }
 
 impl Verifier {
@@ -181,6 +202,7 @@ impl Verifier {
             validation,
             bearer_header: settings.auth.bearer_header,
             leeway,
+            namespaces: settings.auth.namespaces.0.clone(),
         }
     }
 
@@ -317,6 +339,10 @@ fn identity_of(claims: Map<String, Value>) -> Result<Identity, AuthFailure> {
     Ok(Identity {
         rooms: room_claim(&claims, "rooms")?,
         publish: room_claim(&claims, "publish")?,
+        namespaces: match claims.get("namespaces") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(room_claim(&claims, "namespaces")?),
+        },
         sub,
         exp,
         claims,

@@ -40,6 +40,8 @@ pub struct Settings {
     pub max_payload: usize,
     /// How long clients get to leave on shutdown.
     pub shutdown_timeout: Secs,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
     pub auth: AuthSettings,
     pub origin: OriginSettings,
     pub rooms: RoomSettings,
@@ -69,6 +71,7 @@ impl Default for Settings {
             connect_timeout: Millis(Duration::from_millis(45_000)),
             max_payload: 1_000_000,
             shutdown_timeout: Secs(Duration::from_secs(10)),
+            log_format: LogFormat::Text,
             auth: AuthSettings::default(),
             origin: OriginSettings::default(),
             rooms: RoomSettings::default(),
@@ -84,6 +87,16 @@ impl Default for Settings {
             dashboard: crate::dashboard::DashboardSettings::default(),
         }
     }
+}
+
+/// How log lines are written to stderr (the level comes from `RUST_LOG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// JWT authentication. Configuring any key source (`secret`, `secret_file`,
@@ -143,6 +156,9 @@ pub struct AuthSettings {
     /// The event a client sends with a new token.
     #[serde(deserialize_with = "values::text")]
     pub refresh_event: String,
+    /// Namespaces (exact names or `*` patterns) a token without a `namespaces` claim may
+    /// connect to (default `["*"]`: every namespace the server offers).
+    pub namespaces: List,
 }
 
 impl Default for AuthSettings {
@@ -165,6 +181,7 @@ impl Default for AuthSettings {
             expiring_event: "token:expiring".into(),
             expired_event: "token:expired".into(),
             refresh_event: "refresh".into(),
+            namespaces: List::of(&["*"]),
         }
     }
 }
@@ -253,6 +270,28 @@ pub struct LimitSettings {
     pub max_header_bytes: usize,
     /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     pub trusted_proxies: List,
+    /// A request body (polling POST, API) must arrive whole within this long.
+    pub body_timeout: Secs,
+    /// ...and, after its first two seconds, at no less than this many bytes per second on
+    /// average (0: no minimum).
+    pub body_min_rate: usize,
+    /// The bytes all polling bodies in flight may hold together; past it a POST gets 503.
+    pub max_inflight_body_bytes: usize,
+    /// ...and those from one client address (past it the POST fails and its session ends).
+    pub max_inflight_body_bytes_per_ip: usize,
+    /// Namespaces created on demand (from `namespaces` patterns) that may exist at once.
+    pub max_namespaces: usize,
+    /// How long an empty namespace created on demand stays before it is removed.
+    pub namespace_grace: Secs,
+    /// A connection that has not completed a namespace CONNECT (authenticated) within this
+    /// long is closed (`connect_timeout` applies too; the shorter wins).
+    pub pending_timeout: Secs,
+    /// Connections that have not authenticated yet, on this node. They do not count against
+    /// `max_connections`.
+    pub max_pending_sessions: usize,
+    /// ...and from one client address (default 100; off on loopback in development mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_sessions_per_ip: Option<usize>,
 }
 
 impl Default for LimitSettings {
@@ -271,6 +310,15 @@ impl Default for LimitSettings {
             handshake_timeout: Millis(Duration::from_secs(10)),
             max_header_bytes: 16 * 1024,
             trusted_proxies: List::default(),
+            body_timeout: Secs(Duration::from_secs(10)),
+            body_min_rate: 1024,
+            max_inflight_body_bytes: 64 << 20,
+            max_inflight_body_bytes_per_ip: 4 << 20,
+            max_namespaces: 10_000,
+            namespace_grace: Secs(Duration::from_secs(60)),
+            pending_timeout: Secs(Duration::from_secs(10)),
+            max_pending_sessions: 10_000,
+            max_pending_sessions_per_ip: None,
         }
     }
 }
@@ -281,6 +329,8 @@ impl LimitSettings {
         let pick = |n: u32| if relaxed { 0 } else { n };
         self.max_connections_per_ip
             .get_or_insert(if relaxed { 0 } else { 500 });
+        self.max_pending_sessions_per_ip
+            .get_or_insert(if relaxed { 0 } else { 100 });
         // A rate set without its burst in development mode gets a burst of one second's worth.
         let rate = *self.connection_rate_per_ip.get_or_insert(pick(50));
         self.connection_burst_per_ip
@@ -399,6 +449,8 @@ impl Settings {
             ("ping_timeout", self.ping_timeout.0),
             ("connect_timeout", self.connect_timeout.0),
             ("limits.handshake_timeout", self.limits.handshake_timeout.0),
+            ("limits.body_timeout", self.limits.body_timeout.0),
+            ("limits.pending_timeout", self.limits.pending_timeout.0),
             ("auth.jwks_timeout", self.auth.jwks_timeout.0),
         ] {
             if d.is_zero() {
@@ -508,9 +560,14 @@ impl Settings {
             ping_interval: self.ping_interval.0,
             ping_timeout: self.ping_timeout.0,
             max_payload: self.max_payload,
-            connect_timeout: self.connect_timeout.0,
+            connect_timeout: self.connect_timeout.0.min(self.limits.pending_timeout.0),
             transports: ferrio::Transports::parse(&self.transports.0.join(",")).unwrap_or_default(),
             recovery: self.recovery.library_config(),
+            body_timeout: self.limits.body_timeout.0,
+            body_min_rate: self.limits.body_min_rate,
+            max_inflight_body_bytes: self.limits.max_inflight_body_bytes,
+            max_dynamic_namespaces: self.limits.max_namespaces,
+            dynamic_namespace_grace: self.limits.namespace_grace.0,
             ..ferrio::Config::default()
         }
     }
@@ -528,6 +585,7 @@ fn top_level_keys() -> Vec<&'static str> {
         "connect_timeout",
         "max_payload",
         "shutdown_timeout",
+        "log_format",
         "auth",
         "origin",
         "rooms",

@@ -1,6 +1,13 @@
-//! Connection counts per node and per client address, and the rate of new connections per
-//! address. A handshake reserves a place before the session exists; the connection observer
-//! turns the reservation into an open connection and gives it back on close.
+//! Connection counts per node and per client address, the budget of connections that have
+//! not authenticated yet, and the rate of new connections per address.
+//!
+//! A connection is *pending* from its handshake until its first namespace CONNECT succeeds
+//! (the token verified), then *established*. Pending connections have a budget of their own
+//! (`max_pending_sessions`, in total and per address) and do not count against
+//! `max_connections`, so clients without a token can never take the places of those with one.
+//! Per address, `max_connections_per_ip` counts both. A handshake reserves a place before the
+//! session exists; the connection observer turns the reservation into a pending connection,
+//! promotes it, and gives it back on close.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -8,13 +15,14 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrio::{CloseReason, ConnectionObserver, Handshake, TransportKind};
+use ferrio::{CloseReason, ConnectionHandle, ConnectionObserver, Handshake, TransportKind};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use super::ProxyList;
+use super::namespaces::ConnectionKey;
 use crate::config::LimitSettings;
 use crate::stats::{Rejection, Stats};
 
@@ -23,33 +31,86 @@ const RESERVATION_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct PerIp {
-    open: usize,
+    established: usize,
+    /// Open connections that have not authenticated yet.
+    pending: usize,
     /// Handshakes admitted whose session has not opened yet.
-    pending: VecDeque<Instant>,
+    reserved: VecDeque<Instant>,
 }
 
 impl PerIp {
     fn prune(&mut self, now: Instant) -> usize {
-        let before = self.pending.len();
+        let before = self.reserved.len();
         while self
-            .pending
+            .reserved
             .front()
             .is_some_and(|t| now.duration_since(*t) > RESERVATION_TTL)
         {
-            self.pending.pop_front();
+            self.reserved.pop_front();
         }
-        before - self.pending.len()
+        before - self.reserved.len()
+    }
+
+    /// Connections (and reservations) not established yet.
+    fn unauthenticated(&self) -> usize {
+        self.pending + self.reserved.len()
     }
 
     fn total(&self) -> usize {
-        self.open + self.pending.len()
+        self.established + self.unauthenticated()
     }
 }
 
 #[derive(Debug, Default)]
 struct Counts {
-    total: usize,
+    established: usize,
+    /// Pending connections and reservations, on the node.
+    pending: usize,
     per_ip: HashMap<IpAddr, PerIp>,
+    /// Each open connection.
+    sessions: HashMap<ConnectionKey, Session>,
+}
+
+#[derive(Debug)]
+struct Session {
+    ip: IpAddr,
+    established: bool,
+    opened: Instant,
+    /// To close it when a newer handshake needs its pending place.
+    handle: Option<ConnectionHandle>,
+}
+
+impl Counts {
+    fn forget_if_empty(&mut self, ip: IpAddr) {
+        if self.per_ip.get(&ip).is_some_and(|e| e.total() == 0) {
+            self.per_ip.remove(&ip);
+        }
+    }
+
+    /// Frees one pending place for a new handshake: the oldest pending connection of the
+    /// address that holds the most of them. A flood of handshakes without a token then
+    /// displaces its own sessions first, and a real client's session, which authenticates
+    /// within a round trip, is rarely the oldest. `None` when no open connection is pending
+    /// (only reservations).
+    fn evict_pending(&mut self) -> Option<ConnectionHandle> {
+        let (&ip, _) = self
+            .per_ip
+            .iter()
+            .filter(|(_, e)| e.pending > 0)
+            .max_by_key(|(_, e)| e.pending)?;
+        let (&key, _) = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.ip == ip && !s.established && s.handle.is_some())
+            .min_by_key(|(_, s)| s.opened)?;
+        let session = self.sessions.remove(&key)?;
+        self.pending -= 1;
+        if let Some(entry) = self.per_ip.get_mut(&ip) {
+            entry.pending -= 1;
+        }
+        self.forget_if_empty(ip);
+        session.handle
+    }
 }
 
 /// Why a handshake was refused.
@@ -59,6 +120,11 @@ pub enum Refusal {
     NodeFull,
     /// This address holds `max_connections_per_ip`.
     TooManyFromIp,
+    /// The node holds `max_pending_sessions` connections that have not authenticated.
+    PendingFull,
+    /// This address holds `max_pending_sessions_per_ip` connections that have not
+    /// authenticated.
+    TooManyPendingFromIp,
     /// This address opens connections too fast; it may retry after this long.
     Rate(Duration),
 }
@@ -68,6 +134,8 @@ impl Refusal {
         match self {
             Refusal::NodeFull => Rejection::NodeFull,
             Refusal::TooManyFromIp => Rejection::TooManyFromIp,
+            Refusal::PendingFull => Rejection::PendingFull,
+            Refusal::TooManyPendingFromIp => Rejection::TooManyPendingFromIp,
             Refusal::Rate(_) => Rejection::ConnectionRate,
         }
     }
@@ -76,6 +144,8 @@ impl Refusal {
         match self {
             Refusal::NodeFull => "server at capacity",
             Refusal::TooManyFromIp => "too many connections from this address",
+            Refusal::PendingFull => "too many connections waiting to authenticate",
+            Refusal::TooManyPendingFromIp => "too many unauthenticated connections from this address",
             Refusal::Rate(_) => "too many new connections from this address",
         }
     }
@@ -85,6 +155,8 @@ impl Refusal {
 struct Policy {
     max_total: usize,
     max_per_ip: usize,
+    max_pending: usize,
+    max_pending_per_ip: usize,
     /// The (per second, burst) the rate limiter was made with.
     quota: (u32, u32),
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -103,6 +175,8 @@ impl Policy {
         Self {
             max_total: settings.max_connections,
             max_per_ip: settings.max_connections_per_ip.unwrap_or(0),
+            max_pending: settings.max_pending_sessions,
+            max_pending_per_ip: settings.max_pending_sessions_per_ip.unwrap_or(0),
             quota,
             rate,
         }
@@ -146,6 +220,8 @@ impl ConnectionLimits {
         let mut policy = self.policy.write();
         policy.max_total = settings.max_connections;
         policy.max_per_ip = settings.max_connections_per_ip.unwrap_or(0);
+        policy.max_pending = settings.max_pending_sessions;
+        policy.max_pending_per_ip = settings.max_pending_sessions_per_ip.unwrap_or(0);
         let fresh = Policy::new(settings);
         // An unchanged rate keeps what each address has used of it.
         if fresh.quota != policy.quota {
@@ -172,13 +248,24 @@ impl ConnectionLimits {
         let policy = self.policy.read();
         let mut counts = self.counts.lock();
         let pruned = counts.per_ip.get_mut(&ip).map_or(0, |e| e.prune(now));
-        counts.total -= pruned;
-        if policy.max_total > 0 && counts.total >= policy.max_total {
+        counts.pending -= pruned;
+        // No point in a session that could never be established.
+        if policy.max_total > 0 && counts.established >= policy.max_total {
             return Err(Refusal::NodeFull);
         }
-        let current = counts.per_ip.get(&ip).map_or(0, PerIp::total);
-        if policy.max_per_ip > 0 && current >= policy.max_per_ip {
+        let (total, unauthenticated) = counts
+            .per_ip
+            .get(&ip)
+            .map_or((0, 0), |e| (e.total(), e.unauthenticated()));
+        if policy.max_per_ip > 0 && total >= policy.max_per_ip {
             return Err(Refusal::TooManyFromIp);
+        }
+        let mut evicted = None;
+        if policy.max_pending > 0 && counts.pending >= policy.max_pending {
+            evicted = Some(counts.evict_pending().ok_or(Refusal::PendingFull)?);
+        }
+        if policy.max_pending_per_ip > 0 && unauthenticated >= policy.max_pending_per_ip {
+            return Err(Refusal::TooManyPendingFromIp);
         }
         if let Some(rate) = &policy.rate
             && let Err(not_until) = rate.check_key(&ip)
@@ -187,8 +274,13 @@ impl ConnectionLimits {
                 not_until.wait_time_from(DefaultClock::default().now()),
             ));
         }
-        counts.total += 1;
-        counts.per_ip.entry(ip).or_default().pending.push_back(now);
+        counts.pending += 1;
+        counts.per_ip.entry(ip).or_default().reserved.push_back(now);
+        drop(counts);
+        if let Some(evicted) = evicted {
+            self.stats.count(Rejection::PendingEvicted);
+            evicted.close();
+        }
         Ok(())
     }
 
@@ -198,45 +290,88 @@ impl ConnectionLimits {
         let Some(entry) = counts.per_ip.get_mut(&ip) else {
             return;
         };
-        if entry.pending.pop_front().is_some() {
-            let empty = entry.total() == 0;
-            counts.total -= 1;
-            if empty {
-                counts.per_ip.remove(&ip);
-            }
+        if entry.reserved.pop_front().is_some() {
+            counts.pending -= 1;
+            counts.forget_if_empty(ip);
         }
     }
 
-    fn opened(&self, ip: IpAddr) {
+    fn opened(&self, key: ConnectionKey, ip: IpAddr) {
         let mut counts = self.counts.lock();
         let entry = counts.per_ip.entry(ip).or_default();
-        entry.open += 1;
-        // The reservation made at the handshake, unless it expired meanwhile.
-        if entry.pending.pop_front().is_none() {
-            counts.total += 1;
+        entry.pending += 1;
+        // The reservation made at the handshake becomes the connection, unless it expired
+        // meanwhile.
+        if entry.reserved.pop_front().is_none() {
+            counts.pending += 1;
         }
+        counts.sessions.insert(
+            key,
+            Session {
+                ip,
+                established: false,
+                opened: Instant::now(),
+                handle: None,
+            },
+        );
     }
 
-    fn closed(&self, ip: IpAddr) {
+    /// Moves a connection from the pending budget to the established ones, within
+    /// `max_connections` when `within_limit`. Established already: nothing to do.
+    fn establish(&self, key: ConnectionKey, within_limit: bool) -> Result<(), Refusal> {
+        let max_total = self.policy.read().max_total;
         let mut counts = self.counts.lock();
-        let Some(entry) = counts.per_ip.get_mut(&ip) else {
+        let established = counts.established;
+        let Some(session) = counts.sessions.get_mut(&key) else {
+            return Ok(());
+        };
+        if session.established {
+            return Ok(());
+        }
+        if within_limit && max_total > 0 && established >= max_total {
+            return Err(Refusal::NodeFull);
+        }
+        let ip = session.ip;
+        session.established = true;
+        session.handle = None;
+        counts.pending -= 1;
+        counts.established += 1;
+        let entry = counts.per_ip.entry(ip).or_default();
+        entry.pending -= 1;
+        entry.established += 1;
+        Ok(())
+    }
+
+    /// A connection's first namespace CONNECT passed authentication: it leaves the pending
+    /// budget, if `max_connections` has room for it.
+    pub fn promote(&self, handshake: &Handshake) -> Result<(), Refusal> {
+        let result = self.establish(ConnectionKey::of(handshake), true);
+        if let Err(refusal) = result {
+            self.stats.count(refusal.rejection());
+        }
+        result
+    }
+
+    fn closed(&self, key: ConnectionKey) {
+        let mut counts = self.counts.lock();
+        let Some(Session { ip, established, .. }) = counts.sessions.remove(&key) else {
             return;
         };
-        if entry.open == 0 {
-            return;
+        let entry = counts.per_ip.entry(ip).or_default();
+        if established {
+            entry.established -= 1;
+            counts.established -= 1;
+        } else {
+            entry.pending -= 1;
+            counts.pending -= 1;
         }
-        entry.open -= 1;
-        let empty = entry.total() == 0;
-        counts.total -= 1;
-        if empty {
-            counts.per_ip.remove(&ip);
-        }
+        counts.forget_if_empty(ip);
     }
 
-    /// Open connections and reservations, on the node and for `ip`.
-    pub fn counts(&self, ip: IpAddr) -> (usize, usize) {
+    /// Established connections and pending ones (reservations included), on the node.
+    pub fn totals(&self) -> (usize, usize) {
         let counts = self.counts.lock();
-        (counts.total, counts.per_ip.get(&ip).map_or(0, PerIp::total))
+        (counts.established, counts.pending)
     }
 
     /// Forgets rate-limiter state of addresses not seen lately.
@@ -255,11 +390,24 @@ pub struct LimitsObserver(pub Arc<ConnectionLimits>);
 impl ConnectionObserver for LimitsObserver {
     fn on_open(&self, handshake: &Handshake, _transport: TransportKind) {
         let ip = self.0.proxies.client_ip(handshake.address, &handshake.headers);
-        self.0.opened(ip);
+        self.0.opened(ConnectionKey::of(handshake), ip);
+    }
+
+    fn on_handle(&self, handshake: &Handshake, connection: &ConnectionHandle) {
+        let mut counts = self.0.counts.lock();
+        if let Some(session) = counts.sessions.get_mut(&ConnectionKey::of(handshake)) {
+            session.handle = Some(connection.clone());
+        }
+    }
+
+    /// A CONNECT that no hook of ours checked (a recovered session, the dashboard's own
+    /// namespace) establishes the connection too; one [`ConnectionLimits::promote`] admitted
+    /// is established already.
+    fn on_established(&self, handshake: &Handshake) {
+        let _ = self.0.establish(ConnectionKey::of(handshake), false);
     }
 
     fn on_close(&self, handshake: &Handshake, _reason: CloseReason) {
-        let ip = self.0.proxies.client_ip(handshake.address, &handshake.headers);
-        self.0.closed(ip);
+        self.0.closed(ConnectionKey::of(handshake));
     }
 }

@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode, header};
 use tower::Service;
 
 use super::ConnectionLimits;
+use super::bodies::{BodyBytesPerIp, MeteredBody};
 use super::connections::Refusal;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -23,13 +24,20 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub struct Gate {
     io: Io,
     limits: Arc<ConnectionLimits>,
+    /// Polling POST body bytes per client address.
+    bodies: Arc<BodyBytesPerIp>,
     path: Arc<str>,
 }
 
 impl Gate {
-    pub fn new(io: Io, limits: Arc<ConnectionLimits>) -> Self {
+    pub fn new(io: Io, limits: Arc<ConnectionLimits>, bodies: Arc<BodyBytesPerIp>) -> Self {
         let path = Arc::from(io.config().path.as_str());
-        Self { io, limits, path }
+        Self {
+            io,
+            limits,
+            bodies,
+            path,
+        }
     }
 
     /// The client's address of a request (behind trusted proxies, the one they name).
@@ -53,8 +61,8 @@ impl Gate {
 
 fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
     let (status, retry_after) = match refusal {
-        Refusal::NodeFull => (StatusCode::SERVICE_UNAVAILABLE, 5),
-        Refusal::TooManyFromIp => (StatusCode::TOO_MANY_REQUESTS, 5),
+        Refusal::NodeFull | Refusal::PendingFull => (StatusCode::SERVICE_UNAVAILABLE, 5),
+        Refusal::TooManyFromIp | Refusal::TooManyPendingFromIp => (StatusCode::TOO_MANY_REQUESTS, 5),
         Refusal::Rate(wait) => (StatusCode::TOO_MANY_REQUESTS, wait.as_secs().max(1)),
     };
     let body = serde_json::json!({ "code": 4, "message": refusal.message() }).to_string();
@@ -68,8 +76,11 @@ fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
 
 impl<B> Service<Request<B>> for Gate
 where
-    Io: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+    B: Unpin,
+    Io: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>
+        + Service<Request<MeteredBody<B>>, Response = Response<ResponseBody>, Error = Infallible>,
     <Io as Service<Request<B>>>::Future: Send + 'static,
+    <Io as Service<Request<MeteredBody<B>>>>::Future: Send + 'static,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -80,12 +91,19 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.method() == http::Method::POST && req.uri().path().starts_with(&*self.path) {
+            // A polling body counts against its address while it is read.
+            let ip = self.client_ip(&req);
+            let bodies = self.bodies.clone();
+            let req = req.map(|body| MeteredBody::new(body, bodies, ip));
+            return Box::pin(self.io.call(req));
+        }
         if !self.is_handshake(&req) {
             return Box::pin(self.io.call(req));
         }
         let ip = self.client_ip(&req);
         if let Err(refusal) = self.limits.admit(ip) {
-            tracing::debug!(%ip, path = %req.uri().path(), reason = refusal.message(), "handshake refused");
+            tracing::debug!(%ip, path = req.uri().path(), reason = refusal.message(), "handshake refused");
             return Box::pin(std::future::ready(Ok(refusal_response(refusal))));
         }
         let limits = self.limits.clone();

@@ -2,6 +2,7 @@
 //! `X-Forwarded-For` names), new connections per second per address, namespaces per
 //! connection, rooms per socket and events per second per socket.
 
+pub mod bodies;
 pub mod connections;
 pub mod events;
 pub mod gate;

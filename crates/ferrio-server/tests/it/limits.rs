@@ -105,8 +105,11 @@ async fn new_connections_per_second_per_address() {
 #[tokio::test]
 async fn connections_per_node() {
     let server = Server::start(&config("max_connections = 2")).await;
-    let _a = ws_from(&server, 6, &[]).await.unwrap();
-    let _b = ws_from(&server, 7, &[]).await.unwrap();
+    // Connections count once they have connected a namespace (authenticated).
+    let mut a = ws_from(&server, 6, &[]).await.unwrap();
+    assert!(sio_connect(&mut a, None).await.starts_with("40"));
+    let mut b = ws_from(&server, 7, &[]).await.unwrap();
+    assert!(sio_connect(&mut b, None).await.starts_with("40"));
     let refused = get(&server, 8, POLLING, &[]).await.unwrap();
     assert_eq!(refused.status, 503);
     assert_eq!(refused.json()["message"], "server at capacity");

@@ -164,6 +164,11 @@ impl Server {
         self.stderr.lock().clone()
     }
 
+    /// The server's process id (for reading `/proc/<pid>/`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The configuration file the server was started with (rewrite it, then SIGHUP).
     pub fn config_path(&self) -> PathBuf {
         self._dir.0.join("ferrio.toml")

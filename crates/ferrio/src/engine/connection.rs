@@ -185,6 +185,8 @@ pub(crate) struct Connection {
     post_in_flight: std::sync::atomic::AtomicBool,
     shared: Mutex<Shared>,
     waker: AtomicWaker,
+    /// Wakes the requests still in flight when the session starts closing, so none outlives it.
+    finished: tokio::sync::Notify,
     transport: AtomicU8,
     max_packets: usize,
     max_bytes: usize,
@@ -197,6 +199,7 @@ impl Connection {
             post_in_flight: std::sync::atomic::AtomicBool::new(false),
             shared: Mutex::new(Shared::default()),
             waker: AtomicWaker::new(),
+            finished: tokio::sync::Notify::new(),
             transport: AtomicU8::new(transport as u8),
             max_packets,
             max_bytes,
@@ -210,6 +213,22 @@ impl Connection {
 
     pub(crate) fn end_post(&self) {
         self.post_in_flight.store(false, Ordering::Release);
+    }
+
+    /// Completes once the session is closing or has finished (at once if it is).
+    pub(crate) async fn ending(&self) {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.shared.lock();
+                if s.closed || s.close.is_some() {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn transport(&self) -> TransportKind {
@@ -251,6 +270,7 @@ impl Connection {
                 s.close = Some(CloseReason::SlowConsumer);
                 drop(s);
                 self.waker.wake();
+                self.finished.notify_waiters();
                 return Err(SendError::SlowConsumer);
             }
             if s.frames.is_empty() {
@@ -287,6 +307,7 @@ impl Connection {
             s.close = Some(reason);
         }
         self.waker.wake();
+        self.finished.notify_waiters();
     }
 
     // ---- the driver's side ----
@@ -352,6 +373,9 @@ impl Connection {
         s.close.get_or_insert(CloseReason::TransportClose);
         s.frames = VecDeque::new();
         s.queued_bytes = 0;
-        std::mem::take(&mut s.controls)
+        let controls = std::mem::take(&mut s.controls);
+        drop(s);
+        self.finished.notify_waiters();
+        controls
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -263,23 +263,32 @@ where
         conn.close(super::CloseReason::TransportError);
         return error(EngineError::BadRequest);
     }
-    let max = engine.config.max_payload;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return payload_too_large();
-    }
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return payload_too_large();
+    // Bounded in size, time and shared memory, and ended with its session: a body that
+    // stalls cannot hold a request, a descriptor or its bytes past any of them.
+    let declared = crate::body::declared_length(req.headers());
+    let read = crate::body::read_body(
+        req.into_body(),
+        declared,
+        engine.config.body,
+        &engine.bodies,
+        conn.ending(),
+    )
+    .await;
+    let (body, _held) = match read {
+        Ok(read) => read,
+        Err(crate::body::BodyError::TooLarge(_)) => return payload_too_large(),
+        Err(crate::body::BodyError::Cancelled) => {
+            tracing::debug!(sid = %conn.sid, "polling body ended with its session");
+            return error(EngineError::UnknownSid);
         }
-        Err(_) => {
-            conn.close(super::CloseReason::TransportError);
-            return error(EngineError::BadRequest);
+        Err(e) => {
+            crate::metrics::body_refused(e.label());
+            tracing::debug!(sid = %conn.sid, reason = e.label(), "polling body refused");
+            if !matches!(e, crate::body::BodyError::Busy) {
+                // The reference ends the session when a POST fails mid-body.
+                conn.close(super::CloseReason::TransportError);
+            }
+            return status(e.status());
         }
     };
     let (tx, rx) = oneshot::channel();

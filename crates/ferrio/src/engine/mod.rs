@@ -66,6 +66,9 @@ pub(crate) struct EngineConfig {
     pub max_queued_bytes: usize,
     pub cors: crate::config::Cors,
     pub allow_request: Option<crate::config::AllowRequest>,
+    /// The bounds of one polling POST body.
+    pub body: crate::body::BodyLimits,
+    pub max_inflight_body_bytes: usize,
 }
 
 impl From<&Config> for EngineConfig {
@@ -82,6 +85,12 @@ impl From<&Config> for EngineConfig {
             max_queued_bytes: c.max_queued_bytes,
             cors: c.cors.clone(),
             allow_request: c.allow_request.clone(),
+            body: crate::body::BodyLimits {
+                max_bytes: c.max_payload,
+                timeout: c.body_timeout,
+                min_rate: c.body_min_rate,
+            },
+            max_inflight_body_bytes: c.max_inflight_body_bytes,
         }
     }
 }
@@ -92,6 +101,8 @@ pub(crate) struct Engine<F> {
     sessions: RwLock<HashMap<Sid, Arc<Connection>>>,
     /// Signalled when the last session is removed (for graceful shutdown).
     emptied: Notify,
+    /// The bytes every polling POST body in flight holds.
+    pub bodies: Arc<crate::body::BodyBudget>,
     pub factory: F,
 }
 
@@ -106,10 +117,12 @@ impl<F> std::fmt::Debug for Engine<F> {
 
 impl<F: SessionFactory> Engine<F> {
     pub(crate) fn new(config: EngineConfig, factory: F) -> Self {
+        let bodies = crate::body::BodyBudget::new(config.max_inflight_body_bytes);
         Self {
             config,
             sessions: RwLock::new(HashMap::new()),
             emptied: Notify::new(),
+            bodies,
             factory,
         }
     }
