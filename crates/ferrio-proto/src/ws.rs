@@ -11,6 +11,9 @@
 
 use bytes::{Bytes, BytesMut};
 
+/// The room first made for a frame that spans reads (it grows as the rest arrives).
+const PARTIAL_START: usize = 16 * 1024;
+
 /// Opcodes of RFC 6455 §5.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opcode {
@@ -294,7 +297,10 @@ impl FrameReader {
             self.check_size(header.len)?;
             let total = header.size as u64 + header.len;
             if (data.len() as u64) < total {
-                self.partial.reserve_exact(total as usize);
+                // Grown as the frame arrives: a peer that declares a large frame and sends
+                // little of it holds only what it sent.
+                self.partial
+                    .reserve_exact((total as usize).min(data.len().max(PARTIAL_START)));
                 self.partial.extend_from_slice(data);
                 return Ok(());
             }

@@ -72,7 +72,10 @@ fn describe() {
         "ferrio_sockets",
         "Sockets by namespace (namespaces created on demand: by their pattern)"
     );
-    metrics::describe_gauge!("ferrio_namespaces", "Namespaces that exist, declared and created on demand");
+    metrics::describe_gauge!(
+        "ferrio_namespaces",
+        "Namespaces that exist, declared and created on demand"
+    );
     metrics::describe_counter!(
         "ferrio_bodies_refused_total",
         "Polling bodies refused: timed_out, too_slow, busy, unreadable"

@@ -120,6 +120,13 @@ async fn stalled_polling_bodies_are_bounded_in_memory_and_time() {
     for i in 0..300u32 {
         let sid = polling_session(&server, 20).await.expect("a session");
         stalled.push(stalled_post(&server, 20, &sid, 1_000_000, 998_000).await);
+        if i == 150 {
+            // A new client connects in the middle of it.
+            let joined = Instant::now();
+            let (_late, answer) = member(&server, 31, "/", &hs(claims("bob"))).await;
+            assert!(answer.starts_with("40"), "{answer}");
+            slowest = slowest.max(joined.elapsed());
+        }
         if i % 25 == 0 {
             slowest = slowest.max(round_trip(&mut legit, 100 + i).await);
             peak_rss = peak_rss.max(rss_kib(pid));
@@ -360,5 +367,32 @@ async fn handshakes_without_a_token_cannot_take_the_places_of_authenticated_clie
             Err(status) => panic!("refused: {status}"),
         }
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_api_body_gets_408_at_its_deadline() {
+    let server = Server::start(
+        &edge_config("body_timeout = \"2s\"\nbody_min_rate = 0", "").replace(
+            "[limits]",
+            &format!("[api]\nkeys = [\"{}\"]\n[limits]", crate::api::API_KEY),
+        ),
+    )
+    .await;
+    let mut stream = tcp_from(25, server.addr).await;
+    let head = format!(
+        "POST /api/emit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"event\":",
+        crate::api::API_KEY
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let res = read_response(&mut stream).await.expect("an answer");
+    assert_eq!(res.status, 408, "{}", res.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(res.json()["error"], "timed_out");
     server.stop().await;
 }
