@@ -237,6 +237,12 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Changes the largest message accepted from now on (a message already under way is held
+    /// to it as its next frames arrive).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// A reader refusing messages larger than `max_message` bytes.
     pub fn new(max_message: usize) -> Self {
         Self {

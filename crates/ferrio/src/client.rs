@@ -262,6 +262,7 @@ impl Client {
         }
         self.connect_deadline = None;
         if !std::mem::replace(&mut self.established, true) {
+            conn.set_established();
             for observer in &self.io.observers {
                 observer.on_established(&self.handshake);
             }

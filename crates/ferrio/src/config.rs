@@ -261,6 +261,10 @@ pub struct Config {
     pub allow_request: Option<AllowRequest>,
     /// Connection-state recovery (off by default, as in the reference).
     pub recovery: Option<crate::RecoveryConfig>,
+    /// Largest WebSocket message or polling body before the session's first namespace CONNECT
+    /// succeeded (default 64 KiB, never more than `max_payload`): what an unauthenticated
+    /// client can make the server buffer.
+    pub max_payload_before_connect: usize,
     /// A polling POST body must arrive whole within this long (default 10 s).
     pub body_timeout: Duration,
     /// ...and, after its first two seconds, at no less than this many bytes per second on
@@ -270,7 +274,7 @@ pub struct Config {
     /// a body that would pass it is answered 503.
     pub max_inflight_body_bytes: usize,
     /// Namespaces created on demand ([`crate::IoBuilder::dynamic_ns`]) that may exist at once
-    /// (default 10,000); a CONNECT that would create one more is refused.
+    /// (default 10,000; 0: no limit); a CONNECT that would create one more is refused.
     pub max_dynamic_namespaces: usize,
     /// How long a namespace created on demand stays once its last socket left (default 60 s,
     /// and never less than recovery's `max_disconnection_duration`, whose sessions it keeps).
@@ -295,6 +299,7 @@ impl std::fmt::Debug for Config {
             .field("cors", &self.cors)
             .field("allow_request", &self.allow_request.is_some())
             .field("recovery", &self.recovery)
+            .field("max_payload_before_connect", &self.max_payload_before_connect)
             .field("body_timeout", &self.body_timeout)
             .field("body_min_rate", &self.body_min_rate)
             .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
@@ -322,6 +327,7 @@ impl Default for Config {
             cors: Cors::Off,
             allow_request: None,
             recovery: None,
+            max_payload_before_connect: 64 << 10,
             body_timeout: Duration::from_secs(10),
             body_min_rate: 1024,
             max_inflight_body_bytes: 64 << 20,

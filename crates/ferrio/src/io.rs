@@ -24,6 +24,9 @@ pub trait ConnectionObserver: Send + Sync + 'static {
     /// Right after [`ConnectionObserver::on_open`]: a handle that can close the connection
     /// later (to evict a client that has not authenticated, say).
     fn on_handle(&self, _handshake: &Handshake, _connection: &ConnectionHandle) {}
+    /// A WebSocket handshake was answered but its upgrade never completed (the client went
+    /// away, or spoke HTTP/1.0): no connection opened for it.
+    fn on_abandoned(&self, _handshake: &Handshake) {}
     /// The connection's first namespace CONNECT succeeded (its socket is registered): from
     /// here on it is no longer a client that has not identified itself.
     fn on_established(&self, _handshake: &Handshake) {}
@@ -119,7 +122,8 @@ impl IoShared {
             ns.begin_join();
             return Ok(Joining(ns.clone()));
         }
-        if self.dynamic_count.load(Ordering::Acquire) >= self.config.max_dynamic_namespaces {
+        let max = self.config.max_dynamic_namespaces;
+        if max > 0 && self.dynamic_count.load(Ordering::Acquire) >= max {
             return Err(JoinRefusal::TooMany);
         }
         let name: Arc<str> = Arc::from(name);
@@ -237,6 +241,12 @@ impl SessionFactory for Arc<IoShared> {
             observer.on_handle(&handshake, &handle);
         }
         Client::new(self.clone(), handshake)
+    }
+
+    fn abandoned(&self, handshake: &Handshake) {
+        for observer in &self.observers {
+            observer.on_abandoned(handshake);
+        }
     }
 }
 

@@ -270,6 +270,9 @@ pub struct LimitSettings {
     pub max_header_bytes: usize,
     /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     pub trusted_proxies: List,
+    /// Largest message or polling body before a connection's first namespace CONNECT
+    /// succeeded (what a client without a token can make the server buffer).
+    pub max_payload_before_connect: usize,
     /// A request body (polling POST, API) must arrive whole within this long.
     pub body_timeout: Secs,
     /// ...and, after its first two seconds, at no less than this many bytes per second on
@@ -310,6 +313,7 @@ impl Default for LimitSettings {
             handshake_timeout: Millis(Duration::from_secs(10)),
             max_header_bytes: 16 * 1024,
             trusted_proxies: List::default(),
+            max_payload_before_connect: 64 * 1024,
             body_timeout: Secs(Duration::from_secs(10)),
             body_min_rate: 1024,
             max_inflight_body_bytes: 64 << 20,
@@ -563,6 +567,7 @@ impl Settings {
             connect_timeout: self.connect_timeout.0.min(self.limits.pending_timeout.0),
             transports: ferrio::Transports::parse(&self.transports.0.join(",")).unwrap_or_default(),
             recovery: self.recovery.library_config(),
+            max_payload_before_connect: self.limits.max_payload_before_connect,
             body_timeout: self.limits.body_timeout.0,
             body_min_rate: self.limits.body_min_rate,
             max_inflight_body_bytes: self.limits.max_inflight_body_bytes,

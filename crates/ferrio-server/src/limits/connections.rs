@@ -34,6 +34,8 @@ struct PerIp {
     established: usize,
     /// Open connections that have not authenticated yet.
     pending: usize,
+    /// The same, oldest first (eviction takes the front).
+    pending_keys: VecDeque<ConnectionKey>,
     /// Handshakes admitted whose session has not opened yet.
     reserved: VecDeque<Instant>,
 }
@@ -75,7 +77,6 @@ struct Counts {
 struct Session {
     ip: IpAddr,
     established: bool,
-    opened: Instant,
     /// To close it when a newer handshake needs its pending place.
     handle: Option<ConnectionHandle>,
 }
@@ -87,29 +88,46 @@ impl Counts {
         }
     }
 
-    /// Frees one pending place for a new handshake: the oldest pending connection of the
-    /// address that holds the most of them. A flood of handshakes without a token then
-    /// displaces its own sessions first, and a real client's session, which authenticates
-    /// within a round trip, is rarely the oldest. `None` when no open connection is pending
-    /// (only reservations).
-    fn evict_pending(&mut self) -> Option<ConnectionHandle> {
-        let (&ip, _) = self
+    /// The connection that gives up its pending place to a new handshake: the oldest pending
+    /// connection of the address that holds the most of them. A flood of handshakes without a
+    /// token then displaces its own sessions first, and a real client's session, which
+    /// authenticates within a round trip, is rarely the oldest. `None` when no open connection
+    /// is pending (only reservations).
+    fn pick_victim(&self) -> Option<ConnectionKey> {
+        let (_, entry) = self
             .per_ip
             .iter()
             .filter(|(_, e)| e.pending > 0)
             .max_by_key(|(_, e)| e.pending)?;
-        let (&key, _) = self
-            .sessions
+        // Every key in `pending_keys` is a pending session; one without its handle yet (its
+        // `on_handle` has not run) cannot be closed and is passed over.
+        entry
+            .pending_keys
             .iter()
-            .filter(|(_, s)| s.ip == ip && !s.established && s.handle.is_some())
-            .min_by_key(|(_, s)| s.opened)?;
+            .copied()
+            .find(|key| self.sessions.get(key).is_some_and(|s| s.handle.is_some()))
+    }
+
+    /// Takes a pending connection out of the counts; its handle, to close it.
+    fn evict(&mut self, key: ConnectionKey) -> Option<ConnectionHandle> {
         let session = self.sessions.remove(&key)?;
         self.pending -= 1;
-        if let Some(entry) = self.per_ip.get_mut(&ip) {
+        if let Some(entry) = self.per_ip.get_mut(&session.ip) {
             entry.pending -= 1;
+            entry.pending_keys.retain(|k| *k != key);
         }
-        self.forget_if_empty(ip);
+        self.forget_if_empty(session.ip);
         session.handle
+    }
+
+    /// Drops the reservations of every address whose upgrade never came.
+    fn prune_all(&mut self, now: Instant) {
+        let mut pruned = 0;
+        self.per_ip.retain(|_, e| {
+            pruned += e.prune(now);
+            e.total() > 0
+        });
+        self.pending -= pruned;
     }
 }
 
@@ -260,12 +278,18 @@ impl ConnectionLimits {
         if policy.max_per_ip > 0 && total >= policy.max_per_ip {
             return Err(Refusal::TooManyFromIp);
         }
-        let mut evicted = None;
-        if policy.max_pending > 0 && counts.pending >= policy.max_pending {
-            evicted = Some(counts.evict_pending().ok_or(Refusal::PendingFull)?);
-        }
         if policy.max_pending_per_ip > 0 && unauthenticated >= policy.max_pending_per_ip {
             return Err(Refusal::TooManyPendingFromIp);
+        }
+        // The node's pending places are full: one is freed for this handshake, if any pending
+        // connection can give it up. Decided before the rate is charged, carried out after
+        // every check has passed.
+        let mut victim = None;
+        if policy.max_pending > 0 && counts.pending >= policy.max_pending {
+            counts.prune_all(now);
+            if counts.pending >= policy.max_pending {
+                victim = Some(counts.pick_victim().ok_or(Refusal::PendingFull)?);
+            }
         }
         if let Some(rate) = &policy.rate
             && let Err(not_until) = rate.check_key(&ip)
@@ -274,6 +298,7 @@ impl ConnectionLimits {
                 not_until.wait_time_from(DefaultClock::default().now()),
             ));
         }
+        let evicted = victim.and_then(|key| counts.evict(key));
         counts.pending += 1;
         counts.per_ip.entry(ip).or_default().reserved.push_back(now);
         drop(counts);
@@ -300,6 +325,7 @@ impl ConnectionLimits {
         let mut counts = self.counts.lock();
         let entry = counts.per_ip.entry(ip).or_default();
         entry.pending += 1;
+        entry.pending_keys.push_back(key);
         // The reservation made at the handshake becomes the connection, unless it expired
         // meanwhile.
         if entry.reserved.pop_front().is_none() {
@@ -310,7 +336,6 @@ impl ConnectionLimits {
             Session {
                 ip,
                 established: false,
-                opened: Instant::now(),
                 handle: None,
             },
         );
@@ -323,7 +348,12 @@ impl ConnectionLimits {
         let mut counts = self.counts.lock();
         let established = counts.established;
         let Some(session) = counts.sessions.get_mut(&key) else {
-            return Ok(());
+            // Evicted meanwhile (its close is on its way): it may not authenticate.
+            return if within_limit {
+                Err(Refusal::PendingFull)
+            } else {
+                Ok(())
+            };
         };
         if session.established {
             return Ok(());
@@ -338,6 +368,7 @@ impl ConnectionLimits {
         counts.established += 1;
         let entry = counts.per_ip.entry(ip).or_default();
         entry.pending -= 1;
+        entry.pending_keys.retain(|k| *k != key);
         entry.established += 1;
         Ok(())
     }
@@ -363,6 +394,7 @@ impl ConnectionLimits {
             counts.established -= 1;
         } else {
             entry.pending -= 1;
+            entry.pending_keys.retain(|k| *k != key);
             counts.pending -= 1;
         }
         counts.forget_if_empty(ip);
@@ -376,6 +408,7 @@ impl ConnectionLimits {
 
     /// Forgets rate-limiter state of addresses not seen lately.
     pub fn housekeeping(&self) {
+        self.counts.lock().prune_all(Instant::now());
         if let Some(rate) = &self.policy.read().rate {
             rate.retain_recent();
             rate.shrink_to_fit();
@@ -398,6 +431,12 @@ impl ConnectionObserver for LimitsObserver {
         if let Some(session) = counts.sessions.get_mut(&ConnectionKey::of(handshake)) {
             session.handle = Some(connection.clone());
         }
+    }
+
+    /// The WebSocket upgrade of an admitted handshake never completed: its reservation goes.
+    fn on_abandoned(&self, handshake: &Handshake) {
+        let ip = self.0.proxies.client_ip(handshake.address, &handshake.headers);
+        self.0.release(ip);
     }
 
     /// A CONNECT that no hook of ours checked (a recovered session, the dashboard's own

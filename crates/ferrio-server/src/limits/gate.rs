@@ -59,6 +59,31 @@ impl Gate {
     }
 }
 
+/// Whether a handshake could open a session at all (`EIO=4`, a known transport, a WebSocket
+/// upgrade for `websocket`): only those are counted, so a malformed request the engine refuses
+/// anyway never takes, or frees by eviction, a place.
+fn could_open<B>(req: &Request<B>) -> bool {
+    let (mut eio, mut transport) = (None, None);
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("EIO", v)) => eio = Some(v),
+            Some(("transport", v)) => transport = Some(v),
+            _ => {}
+        }
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    eio == Some("4")
+        && match transport {
+            Some("polling") => true,
+            Some("websocket") => upgrade,
+            _ => false,
+        }
+}
+
 fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
     let (status, retry_after) = match refusal {
         Refusal::NodeFull | Refusal::PendingFull => (StatusCode::SERVICE_UNAVAILABLE, 5),
@@ -98,7 +123,7 @@ where
             let req = req.map(|body| MeteredBody::new(body, bodies, ip));
             return Box::pin(self.io.call(req));
         }
-        if !self.is_handshake(&req) {
+        if !self.is_handshake(&req) || !could_open(&req) {
             return Box::pin(self.io.call(req));
         }
         let ip = self.client_ip(&req);

@@ -181,6 +181,8 @@ struct Shared {
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub sid: Sid,
+    /// A namespace CONNECT has succeeded: the peer may send messages up to `max_payload`.
+    established: std::sync::atomic::AtomicBool,
     /// A polling POST is being read or handled (the reference allows one at a time).
     post_in_flight: std::sync::atomic::AtomicBool,
     shared: Mutex<Shared>,
@@ -197,6 +199,7 @@ impl Connection {
         Self {
             sid,
             post_in_flight: std::sync::atomic::AtomicBool::new(false),
+            established: std::sync::atomic::AtomicBool::new(false),
             shared: Mutex::new(Shared::default()),
             waker: AtomicWaker::new(),
             finished: tokio::sync::Notify::new(),
@@ -204,6 +207,15 @@ impl Connection {
             max_packets,
             max_bytes,
         }
+    }
+
+    /// The session's first namespace CONNECT succeeded.
+    pub(crate) fn set_established(&self) {
+        self.established.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.established.load(Ordering::Acquire)
     }
 
     /// Claims the session's one POST slot; false when another POST holds it.

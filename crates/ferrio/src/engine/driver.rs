@@ -513,6 +513,11 @@ impl<F: SessionFactory> Driver<F> {
     /// Reads what the WebSocket has, within the budget.
     fn poll_ws_read(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
         let mut progressed = false;
+        // Small until a namespace CONNECT succeeded, then max_payload.
+        let max_message = self.engine.config.max_payload_for(&self.conn);
+        if let Transport::WebSocket(side) = &mut self.transport {
+            side.ws.set_max_message(max_message);
+        }
         for _ in 0..READ_BUDGET {
             let Transport::WebSocket(side) = &mut self.transport else {
                 return Ok(progressed);

@@ -129,11 +129,17 @@ where
                 if !engine.config.allow_upgrades {
                     return error(EngineError::BadRequest);
                 }
-                upgrade_to_websocket(engine, req, move |ws| {
-                    if let Err(Control::WebSocket(ws)) = conn.control(Control::WebSocket(Box::new(ws))) {
-                        drop(ws);
-                    }
-                })
+                let max_message = engine.config.max_payload_for(&conn);
+                upgrade_to_websocket(
+                    req,
+                    max_message,
+                    move |ws| {
+                        if let Err(Control::WebSocket(ws)) = conn.control(Control::WebSocket(Box::new(ws))) {
+                            drop(ws);
+                        }
+                    },
+                    || {},
+                )
             }
             TransportKind::WebSocket => error(EngineError::BadRequest),
             TransportKind::Polling => {
@@ -181,16 +187,27 @@ where
             text_response(open.into_bytes())
         }
         TransportKind::WebSocket => {
-            let engine2 = engine.clone();
-            upgrade_to_websocket(engine, req, move |ws| {
-                let sid = Sid::random();
-                let conn = new_connection(&engine2, sid, TransportKind::WebSocket);
-                let open = engine2.open_packet(&sid, false);
-                let _ = conn.push(&[Frame::text(open)], false);
-                let handler = engine2.factory.open(&conn, handshake);
-                engine2.insert(conn.clone());
-                tokio::spawn(Driver::websocket(engine2, conn, handler, ws));
-            })
+            let (engine2, engine3) = (engine.clone(), engine.clone());
+            let abandoned = handshake.clone();
+            let max_message = engine
+                .config
+                .max_payload_before_connect
+                .min(engine.config.max_payload);
+            upgrade_to_websocket(
+                req,
+                max_message,
+                move |ws| {
+                    let sid = Sid::random();
+                    let conn = new_connection(&engine2, sid, TransportKind::WebSocket);
+                    let open = engine2.open_packet(&sid, false);
+                    let _ = conn.push(&[Frame::text(open)], false);
+                    let handler = engine2.factory.open(&conn, handshake);
+                    engine2.insert(conn.clone());
+                    tokio::spawn(Driver::websocket(engine2, conn, handler, ws));
+                },
+                // Whoever counted the handshake hears that nothing came of it.
+                move || engine3.factory.abandoned(&abandoned),
+            )
         }
     }
 }
@@ -266,14 +283,11 @@ where
     // Bounded in size, time and shared memory, and ended with its session: a body that
     // stalls cannot hold a request, a descriptor or its bytes past any of them.
     let declared = crate::body::declared_length(req.headers());
-    let read = crate::body::read_body(
-        req.into_body(),
-        declared,
-        engine.config.body,
-        &engine.bodies,
-        conn.ending(),
-    )
-    .await;
+    let limits = crate::body::BodyLimits {
+        max_bytes: engine.config.max_payload_for(conn),
+        ..engine.config.body
+    };
+    let read = crate::body::read_body(req.into_body(), declared, limits, &engine.bodies, conn.ending()).await;
     let (body, _held) = match read {
         Ok(read) => read,
         Err(crate::body::BodyError::TooLarge(_)) => return payload_too_large(),
@@ -304,11 +318,13 @@ where
     }
 }
 
-/// Answers the WebSocket handshake and runs `on_open` with the stream once upgraded.
-fn upgrade_to_websocket<F, B>(
-    engine: &Arc<Engine<F>>,
+/// Answers the WebSocket handshake and runs `on_open` with the stream once upgraded, or
+/// `on_abandon` if the upgrade never completes.
+fn upgrade_to_websocket<B>(
     mut req: Request<B>,
+    max_message: usize,
     on_open: impl FnOnce(super::WsStream) + Send + 'static,
+    on_abandon: impl FnOnce() + Send + 'static,
 ) -> Response<ResponseBody> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let version_ok = req
@@ -319,13 +335,13 @@ fn upgrade_to_websocket<F, B>(
         return error(EngineError::BadRequest);
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let max_payload = engine.config.max_payload;
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
+            on_abandon();
             return;
         };
         let (io, pre_read) = super::ws_io::WsIo::from_upgraded(upgraded);
-        let ws = super::ws::WsConn::new(io, pre_read, max_payload);
+        let ws = super::ws::WsConn::new(io, pre_read, max_message);
         on_open(ws);
     });
     Response::builder()

@@ -50,6 +50,9 @@ pub(crate) trait SessionHandler: Send + Unpin + 'static {
 pub(crate) trait SessionFactory: Send + Sync + 'static {
     type Handler: SessionHandler;
     fn open(&self, conn: &Arc<Connection>, handshake: Arc<crate::Handshake>) -> Self::Handler;
+    /// A WebSocket handshake was answered (101) but the upgrade never completed: no session
+    /// opened for it.
+    fn abandoned(&self, _handshake: &crate::Handshake) {}
 }
 
 /// Settings the engine needs, copied out of [`Config`].
@@ -69,6 +72,19 @@ pub(crate) struct EngineConfig {
     /// The bounds of one polling POST body.
     pub body: crate::body::BodyLimits,
     pub max_inflight_body_bytes: usize,
+    /// The largest message or body before the first namespace CONNECT.
+    pub max_payload_before_connect: usize,
+}
+
+impl EngineConfig {
+    /// The largest message or body `conn` may send now.
+    pub(crate) fn max_payload_for(&self, conn: &Connection) -> usize {
+        if conn.is_established() {
+            self.max_payload
+        } else {
+            self.max_payload_before_connect.min(self.max_payload)
+        }
+    }
 }
 
 impl From<&Config> for EngineConfig {
@@ -91,6 +107,7 @@ impl From<&Config> for EngineConfig {
                 min_rate: c.body_min_rate,
             },
             max_inflight_body_bytes: c.max_inflight_body_bytes,
+            max_payload_before_connect: c.max_payload_before_connect,
         }
     }
 }

@@ -57,6 +57,11 @@ impl WsConn {
         }
     }
 
+    /// The largest message accepted from now on.
+    pub(crate) fn set_max_message(&mut self, max: usize) {
+        self.reader.set_max_message(max);
+    }
+
     /// Reads once and decodes every message the bytes complete. `Ready(Ok)` with nothing in
     /// `out` means the bytes only advanced a partial frame.
     pub(crate) fn poll_read(
