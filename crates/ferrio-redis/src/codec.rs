@@ -268,7 +268,8 @@ fn build_packet(
     id: Option<u64>,
     nsp: &str,
 ) -> Result<Packet, DecodeError> {
-    let digit = u8::try_from(kind).ok().map(|k| b'0' + k);
+    // Any number a peer sends: only 0 to 9 can be a digit (no overflow past `b'9'`).
+    let digit = u8::try_from(kind).ok().filter(|k| *k <= 9).map(|k| b'0' + k);
     let kind = digit
         .and_then(|d| PacketType::from_digit(d).ok())
         .ok_or_else(|| DecodeError(format!("unknown packet type {kind}")))?;
@@ -300,6 +301,16 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// A packet type no digit stands for is refused, up to the largest number (found by the
+    /// `redis_request` fuzz target: 208 overflowed).
+    #[test]
+    fn packet_types_beyond_a_digit_are_refused() {
+        for kind in [7u64, 10, 208, 255, 256, u64::MAX] {
+            let err = packet_from_json(&json!({ "type": kind }), "/").unwrap_err();
+            assert!(err.to_string().contains("unknown packet type"), "{err}");
+        }
     }
 
     /// The broadcast captured from the reference (PROTOCOL-NOTES §4), byte for byte.
