@@ -2,9 +2,8 @@
 //! (`<key>-request#<nsp>#`) and responses (`<key>-response#<nsp>#[<uid>#]`) are JSON, or
 //! msgpack when they carry binary; sharded (`createShardedAdapter`) cluster messages are the
 //! same two encodings of `{uid, nsp, type, data}`. Decoded as `RedisAdapter`'s
-//! `on_classic_request`, `on_classic_response` and `on_cluster_message` do (their `Body`
-//! type is private to `adapter.rs`, so its few lines are mirrored here over `ferrio-redis`'s
-//! codec); every packet found is checked as in `redis_classic`.
+//! `on_classic_request`, `on_classic_response` and `on_cluster_message` do, with the adapter's
+//! own `Body` (reached through `__fuzz`); every packet found is checked as in `redis_classic`.
 //!
 //! Input: byte 0 picks the channel (request, response, cluster message); the rest is the
 //! message payload.
@@ -14,80 +13,24 @@
 #[path = "common/relay.rs"]
 mod relay;
 
-use bytes::Bytes;
-use ferrio::proto::socket::Packet;
-use ferrio_redis::__fuzz as codec;
+use ferrio_redis::__fuzz::{self as codec, Body};
 use libfuzzer_sys::fuzz_target;
 use rmpv::Value as Mp;
 use serde_json::{Value, json};
 
-/// `Body` of `adapter.rs`: JSON when the payload starts with `{`, msgpack otherwise.
-enum Body {
-    Json(Value),
-    Mp(Mp),
-}
-
-impl Body {
-    fn parse(payload: &[u8]) -> Option<Self> {
-        if payload.first() == Some(&b'{') {
-            serde_json::from_slice(payload).ok().map(Body::Json)
-        } else {
-            let value = codec::decode(payload).ok()?;
-            relay::check_msgpack(&value);
-            Some(Body::Mp(value))
-        }
+/// The adapter's own decoding of a message, with the msgpack checks of `redis_classic`.
+fn parse(payload: &[u8]) -> Option<Body> {
+    let body = Body::parse(payload).ok()?;
+    if let Body::Mp(value) = &body {
+        relay::check_msgpack(value);
     }
-
-    fn json(&self) -> Value {
-        match self {
-            Body::Json(v) => v.clone(),
-            Body::Mp(m) => codec::to_json(m),
-        }
-    }
-
-    fn member(&self, path: &[&str]) -> Option<Body> {
-        match self {
-            Body::Json(v) => {
-                let mut cur = v;
-                for key in path {
-                    cur = cur.get(key)?;
-                }
-                Some(Body::Json(cur.clone()))
-            }
-            Body::Mp(m) => {
-                let mut cur = m;
-                for key in path {
-                    cur = codec::get(cur, key)?;
-                }
-                Some(Body::Mp(cur.clone()))
-            }
-        }
-    }
-
-    fn packet(&self, nsp: &str) -> Option<Packet> {
-        match self {
-            Body::Json(v) => codec::packet_from_json(v, nsp).ok(),
-            Body::Mp(m) => codec::packet_from_msgpack(m, nsp).ok(),
-        }
-    }
-
-    /// An acknowledgement's argument and its attachments.
-    fn payload(&self) -> (Value, Vec<Bytes>) {
-        match self {
-            Body::Json(v) => (v.clone(), Vec::new()),
-            Body::Mp(m) => {
-                let mut attachments = Vec::new();
-                let arg = codec::to_json_extracting(m, &mut attachments);
-                (arg, attachments)
-            }
-        }
-    }
+    Some(body)
 }
 
 /// The packet of a broadcast; one that wants acknowledgements (it has a request id) gets an
 /// ack id from this node.
 fn broadcast(body: &Body, request_id: Option<&str>) {
-    if let Some(mut packet) = body.member(&["packet"]).and_then(|p| p.packet("/")) {
+    if let Some(mut packet) = body.member(&["packet"]).and_then(|p| p.packet("/").ok()) {
         if request_id.is_some() {
             packet.id = Some(1 << 52);
         }
@@ -176,7 +119,7 @@ fn cluster_message(body: &Body) {
 
 fuzz_target!(|data: &[u8]| {
     let [channel, payload @ ..] = data else { return };
-    let Some(body) = Body::parse(payload) else { return };
+    let Some(body) = parse(payload) else { return };
     match channel % 3 {
         0 => classic_request(&body),
         1 => classic_response(&body),

@@ -78,14 +78,17 @@ fn remote_ack_sid() -> Sid {
     REMOTE_ACK_SID.parse().unwrap_or_else(|_| Sid::random())
 }
 
-/// A decoded message: JSON, or msgpack when it carries binary.
-enum Body {
+/// A decoded message: JSON, or msgpack when it carries binary. Public only for the fuzz
+/// targets (through `__fuzz`).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Body {
     Json(Value),
     Mp(Mp),
 }
 
 impl Body {
-    fn parse(payload: &[u8]) -> Result<Self, DecodeError> {
+    pub fn parse(payload: &[u8]) -> Result<Self, DecodeError> {
         if payload.first() == Some(&b'{') {
             serde_json::from_slice(payload)
                 .map(Body::Json)
@@ -96,7 +99,7 @@ impl Body {
     }
 
     /// The whole message as JSON (binary becomes Buffer-shaped JSON).
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         match self {
             Body::Json(v) => v.clone(),
             Body::Mp(m) => codec::to_json(m),
@@ -104,7 +107,7 @@ impl Body {
     }
 
     /// A member, keeping msgpack as it is.
-    fn member(&self, path: &[&str]) -> Option<Body> {
+    pub fn member(&self, path: &[&str]) -> Option<Body> {
         match self {
             Body::Json(v) => {
                 let mut cur = v;
@@ -123,7 +126,7 @@ impl Body {
         }
     }
 
-    fn packet(&self, nsp: &str) -> Result<Packet, DecodeError> {
+    pub fn packet(&self, nsp: &str) -> Result<Packet, DecodeError> {
         match self {
             Body::Json(v) => codec::packet_from_json(v, nsp),
             Body::Mp(m) => codec::packet_from_msgpack(m, nsp),
@@ -131,7 +134,7 @@ impl Body {
     }
 
     /// A single ack argument as a [`Payload`] (binary back to attachments).
-    fn payload(&self) -> Payload {
+    pub fn payload(&self) -> Payload {
         match self {
             Body::Json(v) => Payload::args(vec![v.clone()]),
             Body::Mp(m) => {

@@ -41,6 +41,7 @@ mod link;
 /// an API: anything here may change without notice.
 #[doc(hidden)]
 pub mod __fuzz {
+    pub use crate::adapter::Body;
     pub use crate::codec::{
         decode, encode, get, packet_from_json, packet_from_msgpack, packet_to_msgpack, to_json,
         to_json_extracting,
