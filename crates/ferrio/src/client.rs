@@ -77,6 +77,11 @@ impl Client {
             // A second CONNECT, a packet for a namespace not (yet) connected, or a
             // CONNECT_ERROR from a client: the reference closes the connection.
             (PacketType::Connect | PacketType::ConnectError, _) | (_, None) => {
+                crate::metrics::protocol_error(match packet.kind {
+                    PacketType::Connect => "duplicate_connect",
+                    PacketType::ConnectError => "client_connect_error",
+                    _ => "namespace_not_connected",
+                });
                 Err(CloseReason::ForcedServerClose)
             }
             (_, Some(i)) => {

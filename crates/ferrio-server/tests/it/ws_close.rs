@@ -320,4 +320,22 @@ async fn protocol_errors_are_counted_by_kind() {
         .await
         .unwrap();
     expect_metric(&server, &series("invalid_base64"), 1.0).await;
+
+    // Breaking the Socket.IO state rules: an event for a namespace not connected.
+    let mut ws = RawWs::open(&server).await;
+    ws.send(&client_frame(FIN | TEXT, b"42/admin,[\"x\"]")).await;
+    ws.close_code_then_eof().await;
+    expect_metric(&server, &series("namespace_not_connected"), 1.0).await;
+
+    // A v3 client's binary polling POST.
+    let open = get(&server, 1, POLLING, &[]).await.unwrap();
+    let sid = serde_json::from_str::<Value>(&open.body[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let binary = ["Content-Type: application/octet-stream"];
+    request(&server, 1, "POST", &format!("{POLLING}&sid={sid}"), &binary, "x")
+        .await
+        .unwrap();
+    expect_metric(&server, &series("binary_post"), 1.0).await;
 }

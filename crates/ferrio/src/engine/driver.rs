@@ -301,6 +301,7 @@ impl<F: SessionFactory> Driver<F> {
         if let Some(first) = parked.take() {
             // Overlapping polls: the reference ends the first with a close packet, refuses the
             // second, and the session is over.
+            crate::metrics::protocol_error("overlapping_poll");
             let _ = first.send(PollReply::Payload(b"1".to_vec()));
             let _ = reply.send(PollReply::Overlapping);
             return Err(CloseReason::TransportError);

@@ -245,6 +245,7 @@ where
         Method::POST => {
             if !conn.begin_post() {
                 // Overlapping POSTs: the reference refuses the second and ends the session.
+                crate::metrics::protocol_error("overlapping_post");
                 conn.close(super::CloseReason::TransportError);
                 return error(EngineError::BadRequest);
             }
@@ -277,6 +278,7 @@ where
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/octet-stream"));
     if binary {
+        crate::metrics::protocol_error("binary_post");
         conn.close(super::CloseReason::TransportError);
         return error(EngineError::BadRequest);
     }
