@@ -34,13 +34,15 @@ describe('ferrio serve operations (socket.io-client)', { skip }, () => {
       const sockets = await Promise.all([0, 1, 2].map(() => connect(server.url, {
         transports, reconnection: true, reconnectionDelay: 50, reconnectionDelayMax: 100,
       })));
+      // Listening before the request: the event may arrive before the HTTP answer does.
+      const hellos = sockets.map((s) => once(s, 'hello'));
       const res = await fetch(`${server.url}/api/emit`, {
         method: 'POST',
         headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
         body: JSON.stringify({ event: 'hello', data: { from: 'backend' } }),
       });
       assert.equal(res.status, 200);
-      const got = await Promise.all(sockets.map((s) => once(s, 'hello')));
+      const got = await Promise.all(hellos);
       for (const args of got) assert.deepEqual(args, [{ from: 'backend' }]);
 
       const reasons = sockets.map((s) => once(s, 'disconnect'));
