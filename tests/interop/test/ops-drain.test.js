@@ -31,29 +31,38 @@ describe('ferrio serve operations (socket.io-client)', { skip }, () => {
       process.env.FERRIO_API__KEYS = KEY;
       const server = await startServe(['--shutdown-timeout', 3]);
       delete process.env.FERRIO_API__KEYS;
-      const sockets = await Promise.all([0, 1, 2].map(() => connect(server.url, {
-        transports, reconnection: true, reconnectionDelay: 50, reconnectionDelayMax: 100,
-      })));
-      // Listening before the request: the event may arrive before the HTTP answer does.
-      const hellos = sockets.map((s) => once(s, 'hello'));
-      const res = await fetch(`${server.url}/api/emit`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ event: 'hello', data: { from: 'backend' } }),
-      });
-      assert.equal(res.status, 200);
-      const got = await Promise.all(hellos);
-      for (const args of got) assert.deepEqual(args, [{ from: 'backend' }]);
-
-      const reasons = sockets.map((s) => once(s, 'disconnect'));
-      const attempts = sockets.map((s) => once(s.io, 'reconnect_attempt'));
-      const exited = new Promise((r) => server.child.once('exit', (code, signal) => r({ code, signal })));
-      process.kill(server.pid, 'SIGTERM');
-      for (const [reason] of await Promise.all(reasons)) assert.equal(reason, 'transport close');
-      await Promise.all(attempts);
-      const { code } = await exited;
-      assert.equal(code, 0);
-      for (const s of sockets) s.disconnect();
+      // A failure before the SIGTERM must not leave the server (and this test file) running.
+      try {
+        await drainsAndExits(server, transports);
+      } finally {
+        if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
+      }
     });
   }
 });
+
+async function drainsAndExits(server, transports) {
+  const sockets = await Promise.all([0, 1, 2].map(() => connect(server.url, {
+    transports, reconnection: true, reconnectionDelay: 50, reconnectionDelayMax: 100,
+  })));
+  // Listening before the request: the event may arrive before the HTTP answer does.
+  const hellos = sockets.map((s) => once(s, 'hello'));
+  const res = await fetch(`${server.url}/api/emit`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ event: 'hello', data: { from: 'backend' } }),
+  });
+  assert.equal(res.status, 200);
+  const got = await Promise.all(hellos);
+  for (const args of got) assert.deepEqual(args, [{ from: 'backend' }]);
+
+  const reasons = sockets.map((s) => once(s, 'disconnect'));
+  const attempts = sockets.map((s) => once(s.io, 'reconnect_attempt'));
+  const exited = new Promise((r) => server.child.once('exit', (code, signal) => r({ code, signal })));
+  process.kill(server.pid, 'SIGTERM');
+  for (const [reason] of await Promise.all(reasons)) assert.equal(reason, 'transport close');
+  await Promise.all(attempts);
+  const { code } = await exited;
+  assert.equal(code, 0);
+  for (const s of sockets) s.disconnect();
+}
