@@ -178,9 +178,8 @@ where
         let checkpoint = if limits.min_rate == 0 {
             deadline
         } else {
-            let due =
-                started + RATE_GRACE + Duration::from_secs_f64(buf.len() as f64 / limits.min_rate as f64);
-            due.max(started + RATE_GRACE).min(deadline)
+            let earned = Duration::from_secs_f64(buf.len() as f64 / limits.min_rate as f64);
+            (started + RATE_GRACE + earned).min(deadline)
         };
         let frame = tokio::select! {
             biased;
