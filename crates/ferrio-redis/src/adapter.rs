@@ -19,7 +19,7 @@ use ferrio::adapter::BoxFuture;
 use ferrio::proto::socket::Packet;
 use ferrio::{
     Adapter, AdapterContext, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, LocalAdapter,
-    Payload, Room, ServerEvent, Sid, SocketInfo,
+    Payload, Room, Sent, ServerEvent, Sid, SocketInfo,
 };
 use parking_lot::Mutex;
 use rmpv::Value as Mp;
@@ -270,8 +270,13 @@ pub struct RedisAdapter {
     /// Ack ids for broadcasts from other nodes, far above the namespace's own counter
     /// (which this crate cannot draw from).
     remote_ack_ids: AtomicU64,
+    /// Sharded room channels kept subscribed for disconnected sessions that may come back.
+    lingering: Mutex<HashSet<Room>>,
     me: Weak<RedisAdapter>,
 }
+
+/// How often lingering room channels are checked.
+const LINGER_SWEEP: Duration = Duration::from_secs(5);
 
 impl fmt::Debug for RedisAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -311,6 +316,7 @@ impl RedisAdapter {
             requests: Mutex::new(HashMap::new()),
             ack_requests: Mutex::new(HashMap::new()),
             remote_ack_ids: AtomicU64::new(REMOTE_ACK_ID_BASE),
+            lingering: Mutex::new(HashSet::new()),
             me: me.clone(),
         });
         let target: Weak<dyn Inbound> = adapter.me.clone();
@@ -387,9 +393,57 @@ impl RedisAdapter {
     }
 
     fn on_room_emptied(&self, room: &Room) {
-        if self.room_has_channel(room) {
-            self.link.unsubscribe(SubKind::Shard, &self.room_channel(room));
+        if !self.room_has_channel(room) {
+            return;
         }
+        if self.retains(room) {
+            // A session that may come back is in it: its broadcasts must keep arriving, to be
+            // replayed. Unsubscribed once nobody needs it (see `sweep_lingering`).
+            let first = {
+                let mut lingering = self.lingering.lock();
+                let first = lingering.is_empty();
+                lingering.insert(room.clone());
+                first
+            };
+            if first {
+                self.start_sweeper();
+            }
+            return;
+        }
+        self.link.unsubscribe(SubKind::Shard, &self.room_channel(room));
+    }
+
+    /// Unsubscribes lingering room channels that neither a local socket nor a kept session
+    /// needs any more. Returns whether some still linger.
+    fn sweep_lingering(&self) -> bool {
+        let mut lingering = self.lingering.lock();
+        lingering.retain(|room| {
+            if self.local.has_room(room) {
+                return false;
+            }
+            if self.retains(room) {
+                return true;
+            }
+            self.link.unsubscribe(SubKind::Shard, &self.room_channel(room));
+            false
+        });
+        !lingering.is_empty()
+    }
+
+    fn start_sweeper(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = self.me.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(LINGER_SWEEP).await;
+                let Some(me) = me.upgrade() else { return };
+                if !me.sweep_lingering() {
+                    return;
+                }
+            }
+        });
     }
 
     fn server_count_channel(&self) -> &str {
@@ -443,9 +497,13 @@ impl RedisAdapter {
             .map_err(unavailable)
     }
 
+    /// Publishes to a channel every node of the namespace subscribes to, and waits until
+    /// Redis took it and (after an outage) every node that was there before got it.
     async fn publish_confirmed(&self, channel: String, payload: Vec<u8>) -> Result<(), AdapterError> {
+        let reach = Some(channel.clone());
         self.link
-            .publish_confirmed(self.sharded(), channel, payload)
+            .publish_receipt(self.sharded(), channel, payload, reach)
+            .map_err(unavailable)?
             .await
             .map_err(unavailable)
     }
@@ -543,6 +601,24 @@ impl RedisAdapter {
                     ..Default::default()
                 })
                 .is_empty()
+    }
+
+    /// Whether a disconnected session that may still be recovered here is in `room`: its
+    /// broadcasts are kept although no local socket is in it.
+    fn retains(&self, room: &str) -> bool {
+        self.ctx.namespace().is_some_and(|ns| ns.retains_room(room))
+    }
+
+    /// Delivers a broadcast from another node (and keeps it for recovery).
+    fn deliver(&self, packet: Packet, opts: &BroadcastOptions) {
+        match self.ctx.namespace() {
+            Some(ns) => {
+                ns.deliver_from_cluster(packet, opts);
+            }
+            None => {
+                self.local.broadcast(&EncodedPacket::new(packet), opts);
+            }
+        }
     }
 
     fn socket_json(info: &SocketInfo) -> Value {
@@ -694,7 +770,7 @@ impl RedisAdapter {
             .strip_prefix(self.channels.main.as_str())
             .and_then(|r| r.strip_suffix('#'))
             .unwrap_or_default();
-        if !room.is_empty() && !self.has_room_or_socket(room) {
+        if !room.is_empty() && !self.has_room_or_socket(room) && !self.retains(room) {
             return Ok(());
         }
         let msg = codec::decode(payload)?;
@@ -712,7 +788,7 @@ impl RedisAdapter {
             return Ok(());
         }
         let opts = options_from(parts.get(2).map(codec::to_json).as_ref());
-        self.local.broadcast(&EncodedPacket::new(packet), &opts);
+        self.deliver(packet, &opts);
         Ok(())
     }
 
@@ -913,7 +989,7 @@ impl RedisAdapter {
                 match request_id {
                     Some(id) => self.run_broadcast_with_ack(packet, opts, id, uid),
                     None => {
-                        self.local.broadcast(&EncodedPacket::new(packet), &opts);
+                        self.deliver(packet, &opts);
                     }
                 }
             }
@@ -1085,6 +1161,12 @@ impl<T> Drop for RemoveOnDrop<'_, T> {
 }
 
 impl Inbound for RedisAdapter {
+    fn on_feed(&self, up: bool) {
+        if let Some(ns) = self.ctx.namespace() {
+            ns.cluster_feed(up);
+        }
+    }
+
     fn on_message(&self, route: RouteKind, channel: &str, payload: &[u8]) {
         let result = match route {
             RouteKind::Broadcast => self.on_classic_broadcast(channel, payload),
@@ -1117,8 +1199,12 @@ impl Drop for RedisAdapter {
             Mode::Sharded => {
                 self.link.unsubscribe(SubKind::Shard, &ch.main);
                 self.link.unsubscribe(SubKind::Shard, &ch.own);
-                for room in self.local.rooms() {
-                    self.on_room_emptied(&room);
+                let rooms = self.local.rooms();
+                let lingering = std::mem::take(&mut *self.lingering.lock());
+                for room in rooms.iter().chain(&lingering) {
+                    if self.room_has_channel(room) {
+                        self.link.unsubscribe(SubKind::Shard, &self.room_channel(room));
+                    }
                 }
             }
         }
@@ -1159,9 +1245,35 @@ impl Adapter for RedisAdapter {
         if opts.flags.local {
             return Ok(n);
         }
-        let (channel, payload) = self.broadcast_payload(packet.packet(), opts);
+        let (channel, payload) = self.broadcast_payload(&packet.cluster_packet(), opts);
         self.publish(channel, payload)?;
         Ok(n)
+    }
+
+    fn broadcast_confirmed(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Sent {
+        let local = self.local.broadcast(packet, opts);
+        if opts.flags.local {
+            return Sent {
+                local,
+                cluster: Box::pin(std::future::ready(Ok(()))),
+            };
+        }
+        let (channel, payload) = self.broadcast_payload(&packet.cluster_packet(), opts);
+        // Every node that serves the namespace receives its broadcasts: classic nodes through
+        // one pattern, sharded ones through the namespace's or the room's channel.
+        let reach = match self.opts.mode {
+            Mode::Classic => self.channels.main.clone(),
+            Mode::Sharded => channel.clone(),
+        };
+        let cluster: BoxFuture<'static, Result<(), AdapterError>> =
+            match self
+                .link
+                .publish_receipt(self.sharded(), channel, payload, Some(reach))
+            {
+                Ok(receipt) => Box::pin(async move { receipt.await.map_err(unavailable) }),
+                Err(e) => Box::pin(std::future::ready(Err(unavailable(e)))),
+            };
+        Sent { local, cluster }
     }
 
     fn broadcast_with_ack(

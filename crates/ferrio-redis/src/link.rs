@@ -39,6 +39,10 @@ pub enum LinkError {
     /// Redis answered with an error.
     #[error("redis error: {0}")]
     Redis(String),
+    /// Redis took the message, but fewer nodes were subscribed than before the last outage:
+    /// some are still reconnecting and missed it.
+    #[error("reached {reached} of {expected} subscribed nodes")]
+    Incomplete { reached: u64, expected: u64 },
 }
 
 /// Where the node connects.
@@ -66,8 +70,8 @@ impl Default for Settings {
             publish_timeout: Duration::from_millis(1000),
             connect_timeout: Duration::from_millis(1000),
             health_interval: Duration::from_millis(1000),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
             queue_len: 4096,
             queue_bytes: 64 << 20,
         }
@@ -117,6 +121,10 @@ pub(crate) enum SubKind {
 /// Receives the messages of the channels it registered.
 pub(crate) trait Inbound: Send + Sync + 'static {
     fn on_message(&self, route: RouteKind, channel: &str, payload: &[u8]);
+
+    /// The subscriber connection broke (`false`: what other nodes publish is being missed)
+    /// or is subscribed to every channel again (`true`).
+    fn on_feed(&self, _up: bool) {}
 }
 
 /// What a channel carries, for the adapter that owns it.
@@ -169,7 +177,58 @@ pub(crate) struct Outgoing {
     pub sharded: bool,
     pub channel: String,
     pub payload: Bytes,
+    /// Whose subscriber count the publish's answer is checked against (see [`Reach`]); none
+    /// for messages that only some nodes are meant to receive.
+    pub reach: Option<String>,
     pub done: Option<oneshot::Sender<Result<(), LinkError>>>,
+}
+
+/// How long after Redis answers again a publish must still reach as many nodes as before
+/// the outage to be confirmed.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Bound of the subscriber counts remembered (one per namespace, or room channel when
+/// sharded).
+const MAX_REACH_KEYS: usize = 16_384;
+
+/// What confirms a publish after an outage: Redis answers a PUBLISH with how many
+/// subscribers got it. In normal operation that count follows nodes coming and going. From a
+/// failure until `SETTLE` after the first publish that succeeds again, the count remembered
+/// from before the failure is the bar: a publish that reaches fewer nodes went out while
+/// some were still resubscribing, and is not confirmed.
+#[derive(Default)]
+struct Reach {
+    seen: HashMap<String, u64>,
+    failed: bool,
+    settle_until: Option<Instant>,
+}
+
+impl Reach {
+    fn failure(&mut self) {
+        self.failed = true;
+        self.settle_until = None;
+    }
+
+    fn check(&mut self, key: &str, reached: u64, now: Instant) -> Result<(), LinkError> {
+        if std::mem::take(&mut self.failed) {
+            self.settle_until = Some(now + SETTLE);
+        }
+        let settling = self.settle_until.is_some_and(|until| now < until);
+        let expected = self.seen.get(key).copied();
+        if settling
+            && let Some(expected) = expected
+            && reached < expected
+        {
+            return Err(LinkError::Incomplete { reached, expected });
+        }
+        if !settling || reached > expected.unwrap_or(0) {
+            if self.seen.len() >= MAX_REACH_KEYS && !self.seen.contains_key(key) {
+                self.seen.clear();
+            }
+            self.seen.insert(key.to_owned(), reached);
+        }
+        Ok(())
+    }
 }
 
 /// Exponential backoff with jitter.
@@ -298,9 +357,36 @@ struct Shared {
     publisher_up: AtomicBool,
     subscriber_up: AtomicBool,
     queued_bytes: AtomicUsize,
+    reach: Mutex<Reach>,
+    /// Since when the publisher connection has been failing, for the log line when it is back.
+    publisher_down_since: Mutex<Option<Instant>>,
 }
 
 impl Shared {
+    /// Records whether the command connection works, logging each change.
+    fn publisher_state(&self, up: bool, error: Option<&LinkError>) {
+        self.publisher_up.store(up, Ordering::Release);
+        let mut since = self.publisher_down_since.lock();
+        match (up, since.is_some()) {
+            (false, false) => {
+                *since = Some(Instant::now());
+                self.reach.lock().failure();
+                tracing::warn!(
+                    error = error.map(ToString::to_string),
+                    "redis unreachable: publishes are refused until it answers again"
+                );
+            }
+            (true, true) => {
+                let down = since.take().map(|t| t.elapsed()).unwrap_or_default();
+                tracing::info!(
+                    down_ms = down.as_millis() as u64,
+                    "redis answers again: publishing resumed"
+                );
+            }
+            _ => {}
+        }
+    }
+
     async fn query(&self, cmd: &Cmd) -> Result<Value, LinkError> {
         let handle = self.commands.handle().await?;
         let result = match handle {
@@ -317,10 +403,10 @@ impl Shared {
             Err(_) => Err(LinkError::Timeout),
         };
         match &result {
-            Ok(_) => self.publisher_up.store(true, Ordering::Release),
+            Ok(_) => self.publisher_state(true, None),
             Err(LinkError::Redis(_)) => {}
-            Err(_) => {
-                self.publisher_up.store(false, Ordering::Release);
+            Err(e) => {
+                self.publisher_state(false, Some(e));
                 self.commands.invalidate();
             }
         }
@@ -329,7 +415,8 @@ impl Shared {
 
     /// Sends a batch in order: one pipeline (one per channel on a cluster, whose pipelines
     /// must stay within one slot).
-    async fn send_batch(&self, batch: &[Outgoing]) -> Result<(), LinkError> {
+    /// Returns how many subscribers each message reached.
+    async fn send_batch(&self, batch: &[Outgoing]) -> Result<Vec<u64>, LinkError> {
         let handle = self.commands.handle().await?;
         let deadline = self.settings.publish_timeout;
         let result = match handle {
@@ -338,55 +425,80 @@ impl Shared {
                 for out in batch {
                     pipe.cmd(if out.sharded { "SPUBLISH" } else { "PUBLISH" })
                         .arg(&out.channel)
-                        .arg(&out.payload[..])
-                        .ignore();
+                        .arg(&out.payload[..]);
                 }
-                tokio::time::timeout(deadline, pipe.exec_async(&mut conn)).await
+                tokio::time::timeout(deadline, pipe.query_async::<Vec<u64>>(&mut conn)).await
             }
             Handle::Cluster(conn) => {
-                let mut groups: Vec<(&str, redis::Pipeline)> = Vec::new();
-                for out in batch {
-                    let idx = match groups.iter().position(|(c, _)| *c == out.channel) {
-                        Some(i) => i,
+                // One pipeline per channel; `members` maps each answer back to its message.
+                let mut groups: Vec<(&str, redis::Pipeline, Vec<usize>)> = Vec::new();
+                for (i, out) in batch.iter().enumerate() {
+                    let idx = match groups.iter().position(|(c, _, _)| *c == out.channel) {
+                        Some(g) => g,
                         None => {
-                            groups.push((&out.channel, redis::pipe()));
+                            groups.push((&out.channel, redis::pipe(), Vec::new()));
                             groups.len() - 1
                         }
                     };
-                    groups[idx]
+                    let group = &mut groups[idx];
+                    group
                         .1
                         .cmd(if out.sharded { "SPUBLISH" } else { "PUBLISH" })
                         .arg(&out.channel)
-                        .arg(&out.payload[..])
-                        .ignore();
+                        .arg(&out.payload[..]);
+                    group.2.push(i);
                 }
-                let sends = groups.into_iter().map(|(_, pipe)| {
+                let sends = groups.into_iter().map(|(_, pipe, members)| {
                     let mut conn = conn.clone();
-                    async move { pipe.exec_async(&mut conn).await }
+                    async move {
+                        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+                        Ok::<_, redis::RedisError>((members, counts))
+                    }
                 });
                 tokio::time::timeout(deadline, async {
+                    let mut reached = vec![0; batch.len()];
                     for r in futures_util::future::join_all(sends).await {
-                        r?;
+                        let (members, counts) = r?;
+                        for (i, n) in members.into_iter().zip(counts) {
+                            reached[i] = n;
+                        }
                     }
-                    Ok(())
+                    Ok(reached)
                 })
                 .await
             }
         };
         let result = match result {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(reached)) => Ok(reached),
             Ok(Err(e)) => Err(redis_error(e)),
             Err(_) => Err(LinkError::Timeout),
         };
         match &result {
-            Ok(()) => self.publisher_up.store(true, Ordering::Release),
+            Ok(_) => self.publisher_state(true, None),
             Err(LinkError::Redis(_)) => {}
-            Err(_) => {
-                self.publisher_up.store(false, Ordering::Release);
+            Err(e) => {
+                self.publisher_state(false, Some(e));
                 self.commands.invalidate();
             }
         }
         result
+    }
+
+    /// Tells every adapter that the feed broke or is whole again.
+    fn feed(&self, up: bool) {
+        let targets: Vec<Arc<dyn Inbound>> = {
+            let routes = self.routes.read();
+            let mut seen = HashSet::new();
+            [&routes.channels, &routes.patterns, &routes.shards]
+                .into_iter()
+                .flat_map(|table| table.values())
+                .filter_map(|route| route.target.upgrade())
+                .filter(|t| seen.insert(Arc::as_ptr(t) as *const () as usize))
+                .collect()
+        };
+        for target in targets {
+            target.on_feed(up);
+        }
     }
 
     fn dispatch(&self, info: PushInfo) {
@@ -497,6 +609,8 @@ impl Link {
             publisher_up: AtomicBool::new(true),
             subscriber_up: AtomicBool::new(false),
             queued_bytes: AtomicUsize::new(0),
+            reach: Mutex::new(Reach::default()),
+            publisher_down_since: Mutex::new(None),
         });
         tokio::spawn(run_publisher(shared.clone(), rx));
         if subscriber {
@@ -515,6 +629,7 @@ impl Link {
             sharded,
             channel,
             payload: Bytes::from(payload),
+            reach: None,
             done: None,
         })
     }
@@ -526,18 +641,35 @@ impl Link {
         channel: String,
         payload: Vec<u8>,
     ) -> Result<(), LinkError> {
+        self.publish_receipt(sharded, channel, payload, None)?.await
+    }
+
+    /// Queues a message now (in order with every other publish of this node) and returns
+    /// what resolves once Redis took it: `Ok` when it did and, with `reach`, reached every
+    /// node that was subscribed before the last outage.
+    pub(crate) fn publish_receipt(
+        &self,
+        sharded: bool,
+        channel: String,
+        payload: Vec<u8>,
+        reach: Option<String>,
+    ) -> Result<impl std::future::Future<Output = Result<(), LinkError>> + Send + 'static, LinkError> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(Outgoing {
             sharded,
             channel,
             payload: Bytes::from(payload),
+            reach,
             done: Some(tx),
         })?;
-        match tokio::time::timeout(self.shared.settings.publish_timeout * 3, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(LinkError::Down("publisher stopped".into())),
-            Err(_) => Err(LinkError::Timeout),
-        }
+        let deadline = self.shared.settings.publish_timeout * 3;
+        Ok(async move {
+            match tokio::time::timeout(deadline, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(LinkError::Down("publisher stopped".into())),
+                Err(_) => Err(LinkError::Timeout),
+            }
+        })
     }
 
     fn enqueue(&self, out: Outgoing) -> Result<(), LinkError> {
@@ -688,9 +820,15 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
                 "redis publish failed"
             );
         }
-        for out in batch.drain(..) {
+        let now = Instant::now();
+        for (i, out) in batch.drain(..).enumerate() {
+            let outcome = match (&result, &out.reach) {
+                (Ok(reached), Some(key)) => shared.reach.lock().check(key, reached[i], now),
+                (Ok(_), None) => Ok(()),
+                (Err(e), _) => Err(e.clone()),
+            };
             if let Some(done) = out.done {
-                let _ = done.send(result.clone());
+                let _ = done.send(outcome);
             }
         }
     }
@@ -804,6 +942,8 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let is_cluster = matches!(shared.target, Target::Cluster(_));
     let lost = Arc::new(Notify::new());
     let mut first = true;
+    // Since when the feed has been broken (for the log line when it is whole again).
+    let mut down_since: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -830,7 +970,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         first = false;
         let mut subscribed: HashSet<(SubKind, String)> = HashSet::new();
-        'session: loop {
+        let why: String = 'session: loop {
             let (wanted, generation) = {
                 let routes = shared.routes.read();
                 (routes.wanted(), shared.routes_gen.load(Ordering::Acquire))
@@ -842,10 +982,8 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     Ok(Ok(())) => {
                         subscribed.insert((kind, channel));
                     }
-                    other => {
-                        tracing::debug!(?other, channel = channel.as_str(), "redis subscribe failed");
-                        break 'session;
-                    }
+                    Ok(Err(e)) => break 'session format!("subscribing failed: {e}"),
+                    Err(_) => break 'session "subscribing timed out".to_owned(),
                 }
             }
             for (kind, channel) in removes {
@@ -853,29 +991,48 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     Ok(Ok(())) => {
                         subscribed.remove(&(kind, channel));
                     }
-                    _ => break 'session,
+                    Ok(Err(e)) => break 'session format!("unsubscribing failed: {e}"),
+                    Err(_) => break 'session "unsubscribing timed out".to_owned(),
                 }
             }
             shared.synced_gen.store(generation, Ordering::Release);
             shared.subscriber_up.store(true, Ordering::Release);
             backoff.reset();
+            if let Some(since) = down_since.take() {
+                // Whole again: the publisher is checked at once rather than at the next
+                // health tick, so publishing resumes with the feed.
+                let _ = shared.query(&redis::cmd("PING")).await;
+                shared.feed(true);
+                tracing::info!(
+                    down_ms = since.elapsed().as_millis() as u64,
+                    "redis subscriber connection restored and resubscribed"
+                );
+            }
             tokio::select! {
                 _ = shared.routes_changed.notified() => {}
-                _ = lost.notified(), if !is_cluster => break 'session,
+                _ = lost.notified(), if !is_cluster => break 'session "connection closed".to_owned(),
                 _ = tokio::time::sleep(s.health_interval) => {
                     let alive = matches!(tokio::time::timeout(s.publish_timeout, conn.ping()).await, Ok(Ok(())));
                     // Finds a dead publisher connection (and Redis coming back) without
                     // waiting for traffic.
                     let _ = shared.query(&redis::cmd("PING")).await;
                     if !alive {
-                        break 'session;
+                        break 'session "health check failed".to_owned();
                     }
                 }
                 _ = stop.changed() => return,
             }
-        }
+        };
         shared.subscriber_up.store(false, Ordering::Release);
-        tracing::debug!("redis subscriber connection lost; reconnecting");
+        if down_since.is_none() {
+            down_since = Some(Instant::now());
+            shared.reach.lock().failure();
+            shared.feed(false);
+            tracing::warn!(
+                reason = why.as_str(),
+                "redis subscriber connection lost: messages from other nodes are missed until it is back"
+            );
+        }
         drop(conn);
         tokio::select! {
             _ = tokio::time::sleep(backoff.step()) => {}

@@ -6,6 +6,7 @@
 //! released before any frame is queued, so joins and leaves never wait on a fan-out.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,6 +72,8 @@ impl<T: IntoRooms, const N: usize> IntoRooms for [T; N] {
 pub struct EncodedPacket {
     packet: Packet,
     frames: SmallVec<[Frame; 1]>,
+    /// Its last argument is this node's recovery offset.
+    offset: bool,
 }
 
 impl EncodedPacket {
@@ -82,7 +85,18 @@ impl EncodedPacket {
         let mut frames = SmallVec::with_capacity(1 + packet.attachments.len());
         frames.push(Frame::text(text));
         frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
-        Self { packet, frames }
+        Self {
+            packet,
+            frames,
+            offset: false,
+        }
+    }
+
+    /// Marks the last argument as this node's recovery offset, which other nodes must not
+    /// see (they give the packet offsets of their own).
+    pub(crate) fn with_offset(mut self) -> Self {
+        self.offset = true;
+        self
     }
 
     /// An EVENT packet for `event` with `payload`.
@@ -93,9 +107,22 @@ impl EncodedPacket {
         Self::new(Packet::event(nsp, Value::Array(data), payload.attachments, id))
     }
 
-    /// The packet, as cluster adapters re-encode it for other nodes.
+    /// The packet, as this node's sockets receive it.
     pub fn packet(&self) -> &Packet {
         &self.packet
+    }
+
+    /// The packet as cluster adapters publish it to other nodes: without this node's
+    /// recovery offset.
+    pub fn cluster_packet(&self) -> std::borrow::Cow<'_, Packet> {
+        if !self.offset {
+            return std::borrow::Cow::Borrowed(&self.packet);
+        }
+        let mut packet = self.packet.clone();
+        if let Some(Value::Array(args)) = &mut packet.data {
+            args.pop();
+        }
+        std::borrow::Cow::Owned(packet)
     }
 
     /// Bytes the packet takes on the wire (all frames).
@@ -144,6 +171,22 @@ pub enum AdapterError {
 
 /// A boxed future, as cluster-wide adapter operations return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A broadcast handed to the adapter with [`Adapter::broadcast_confirmed`]: delivered to
+/// `local` sockets of this node at once, and `cluster` resolves once the rest of the cluster
+/// has it (`Ok`) or cannot be known to have it (`Err`).
+pub struct Sent {
+    pub local: usize,
+    pub cluster: BoxFuture<'static, Result<(), AdapterError>>,
+}
+
+impl fmt::Debug for Sent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sent")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A socket as seen by `fetch_sockets`, on this node or another.
 #[derive(Debug, Clone)]
@@ -197,6 +240,17 @@ pub trait Adapter: Send + Sync + 'static {
     /// Delivers a packet; returns how many local sockets it was queued for.
     fn broadcast(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Result<usize, AdapterError> {
         Ok(self.local().broadcast(packet, opts))
+    }
+
+    /// Delivers a packet like [`Adapter::broadcast`], and says when the other nodes have it.
+    /// What is queued locally and for the cluster happens before this returns, in the same
+    /// order as plain broadcasts; only the confirmation is awaited.
+    fn broadcast_confirmed(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Sent {
+        let result = self.broadcast(packet, opts);
+        Sent {
+            local: *result.as_ref().unwrap_or(&0),
+            cluster: Box::pin(std::future::ready(result.map(drop))),
+        }
     }
 
     /// Delivers a packet that expects acknowledgements; every answer is sent on `acks`.

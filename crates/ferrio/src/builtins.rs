@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use ferrio_proto::socket::RESERVED_EVENTS;
 
-use crate::{Event, NamespaceBuilder, Payload, Socket};
+use crate::{Confirmation, EmitError, Event, NamespaceBuilder, Payload, Socket};
 
 /// Longest room or event name the built-in events accept, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
@@ -67,6 +67,15 @@ fn failure(reason: &str) -> Value {
     json!({ "ok": false, "error": reason })
 }
 
+/// The answer to a publish that the rest of the cluster may not have: it reached
+/// `local_recipients` sockets of this node only.
+pub fn unavailable(e: &EmitError) -> Value {
+    match e.error {
+        crate::AdapterError::ReservedEvent => failure("reserved event name"),
+        _ => json!({ "ok": false, "error": "unavailable", "local_recipients": e.local }),
+    }
+}
+
 /// A room name argument: a string of 1 to [`MAX_NAME_LEN`] bytes, or why not.
 pub fn room_name(value: Option<&Value>) -> Result<&str, &'static str> {
     match value {
@@ -116,8 +125,20 @@ impl RoomEvents {
             event.ack(answer);
         })
         .on("publish", move |socket, mut event| {
-            let answer = publish.publish(socket, &event);
-            event.ack(answer);
+            match publish.publish(socket, &event) {
+                Ok(confirmed) => {
+                    // Sent now, in order with the socket's other events; only the answer waits
+                    // until the rest of the cluster has it.
+                    tokio::spawn(async move {
+                        let answer = match confirmed.await {
+                            Ok(_) => ok(),
+                            Err(e) => unavailable(&e),
+                        };
+                        event.ack(answer);
+                    });
+                }
+                Err(answer) => event.ack(answer),
+            }
         })
     }
 
@@ -132,28 +153,27 @@ impl RoomEvents {
         }
     }
 
-    fn publish(&self, socket: &Socket, event: &Event) -> Value {
+    /// Checks a `publish` and sends it; the answer is a refusal, or what resolves once the
+    /// cluster has it.
+    fn publish(&self, socket: &Socket, event: &Event) -> Result<Confirmation, Value> {
         let Some(Value::Object(msg)) = event.args().first() else {
-            return failure("expected {room, event, data}");
+            return Err(failure("expected {room, event, data}"));
         };
-        let room = match room_name(msg.get("room")) {
-            Ok(room) => room,
-            Err(reason) => return failure(reason),
-        };
+        let room = room_name(msg.get("room")).map_err(failure)?;
         let name = match msg.get("event") {
-            Some(Value::String(e)) if e.is_empty() => return failure("event must not be empty"),
-            Some(Value::String(e)) if e.len() > MAX_NAME_LEN => return failure("event name too long"),
+            Some(Value::String(e)) if e.is_empty() => return Err(failure("event must not be empty")),
+            Some(Value::String(e)) if e.len() > MAX_NAME_LEN => return Err(failure("event name too long")),
             Some(Value::String(e))
                 if RESERVED_EVENTS.contains(&e.as_str())
                     || self.reserved.as_ref().is_some_and(|reserved| reserved(socket, e)) =>
             {
-                return failure("reserved event name");
+                return Err(failure("reserved event name"));
             }
             Some(Value::String(e)) => e,
-            _ => return failure("event must be a string"),
+            _ => return Err(failure("event must be a string")),
         };
         if !self.policy.may_publish(socket, room) {
-            return failure("forbidden");
+            return Err(failure("forbidden"));
         }
         let data = msg.get("data").cloned().unwrap_or(Value::Null);
         // Placeholders inside `data` keep their numbers, so the attachments go along as they are.
@@ -161,9 +181,6 @@ impl RoomEvents {
             args: vec![data],
             attachments: event.payload().attachments.clone(),
         };
-        match socket.to(room).emit(name, payload) {
-            Ok(_) => ok(),
-            Err(_) => failure("unavailable"),
-        }
+        Ok(socket.to(room).emit_confirmed(name, payload))
     }
 }

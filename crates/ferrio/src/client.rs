@@ -20,7 +20,7 @@ use crate::adapter::EncodedPacket;
 use crate::engine::{CloseReason, Connection, Control, NamespaceConnect, SessionHandler};
 use crate::io::{IoShared, JoinRefusal, NamespaceTarget};
 use crate::namespace::ConnectRequest;
-use crate::recovery::Restored;
+use crate::recovery::{Claim, Restored};
 use crate::socket::{Accepted, DisconnectReason, Identity};
 use crate::{AckSender, Event, Handshake, Namespace, Payload, Room, Sid, Socket};
 
@@ -165,7 +165,10 @@ impl Client {
         let restored = recovery.and_then(|recovery| {
             let pid = auth.get("pid")?.as_str()?;
             let offset = auth.get("offset")?.as_str()?;
-            recovery.restore(pid, offset)
+            recovery
+                .claim(pid, offset)
+                .map_err(|failure| crate::metrics::recovery_failed(&nsp, failure.label()))
+                .ok()
         });
         let skip_hook = restored.is_some() && recovery.is_some_and(|r| r.config().skip_connect_hook);
         match target.handlers().connect_hook.clone() {
@@ -207,7 +210,7 @@ impl Client {
         nsp: Arc<str>,
         auth: Value,
         accepted: Accepted,
-        restored: Option<Restored>,
+        restored: Option<Claim>,
     ) {
         match self.io.join_namespace(&nsp) {
             Ok(joining) => {
@@ -237,8 +240,50 @@ impl Client {
         ns: Namespace,
         auth: Value,
         accepted: Accepted,
-        restored: Option<Restored>,
+        claim: Option<Claim>,
     ) {
+        let attached = match (claim, ns.recovery()) {
+            // The missed packets are collected, and the socket put in its rooms, while no
+            // packet of the namespace can be delivered: none is missed or doubled.
+            (Some(claim), Some(recovery)) => recovery.resume(claim, |result| {
+                let restored = match result {
+                    Ok(restored) => {
+                        crate::metrics::recovered(ns.name());
+                        Some(restored)
+                    }
+                    Err(failure) => {
+                        crate::metrics::recovery_failed(ns.name(), failure.label());
+                        None
+                    }
+                };
+                self.attach(conn, &ns, auth, accepted, restored)
+            }),
+            _ => self.attach(conn, &ns, auth, accepted, None),
+        };
+        let (socket, rejoined, answered) = attached;
+        if !answered {
+            socket.on_disconnect(DisconnectReason::Transport(CloseReason::TransportClose));
+            return;
+        }
+        crate::metrics::socket_connected(ns.metrics_label());
+        tracing::debug!(ns = ns.name(), recovered = socket.recovered(), "socket connected");
+        ns.run_connect_handlers(&socket);
+        for room in &rejoined {
+            ns.run_room_handlers(&socket, room, crate::RoomChange::Joined);
+        }
+    }
+
+    /// Creates the socket, registers it, restores its rooms and missed packets, and answers
+    /// the CONNECT (false when the connection went away meanwhile). Runs under the recovery
+    /// store's lock when restoring: nothing here may record or persist.
+    fn attach(
+        &mut self,
+        conn: &Arc<Connection>,
+        ns: &Namespace,
+        auth: Value,
+        accepted: Accepted,
+        restored: Option<Restored>,
+    ) -> (Socket, SmallVec<[Room; 1]>, bool) {
         let identity = match &restored {
             Some(r) => Identity {
                 sid: r.sid,
@@ -290,16 +335,8 @@ impl Client {
             None => json!({ "sid": socket.id().as_str() }),
         };
         let reply = Packet::connect(ns.name(), Some(answer));
-        if conn.push(EncodedPacket::new(reply).frames(), false).is_err() {
-            socket.on_disconnect(DisconnectReason::Transport(CloseReason::TransportClose));
-            return;
-        }
-        crate::metrics::socket_connected(ns.metrics_label());
-        tracing::debug!(ns = ns.name(), recovered = socket.recovered(), "socket connected");
-        ns.run_connect_handlers(&socket);
-        for room in &rejoined {
-            ns.run_room_handlers(&socket, room, crate::RoomChange::Joined);
-        }
+        let answered = conn.push(EncodedPacket::new(reply).frames(), false).is_ok();
+        (socket, rejoined, answered)
     }
 }
 

@@ -46,7 +46,7 @@ mod socket;
 
 pub use adapter::{
     Adapter, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, LocalAdapter, Membership, Room,
-    SocketInfo,
+    Sent, SocketInfo,
 };
 pub use config::{AllowRequest, Config, Cors, HandshakeRequest, OriginCheck, Transports};
 pub use engine::{CloseReason, RemoteAddr, SendError, TransportKind};
@@ -56,7 +56,7 @@ pub use io::{ConnectionHandle, ConnectionObserver, Io, IoBuilder};
 pub use namespace::{
     AdapterContext, AdapterFactory, ConnectRequest, Namespace, NamespaceBuilder, RoomChange, ServerEvent,
 };
-pub use operators::{BroadcastAcks, BroadcastOperator};
+pub use operators::{BroadcastAcks, BroadcastOperator, Confirmation, EmitError};
 pub use payload::{AckSender, Event, Payload};
 pub use recovery::RecoveryConfig;
 pub use service::{FerrioLayer, ServeOptions, serve, serve_with};

@@ -20,6 +20,7 @@
 //! | `ferrio_protocol_errors_total` | counter | `kind` (a `ProtocolError` or `WsError` label) |
 //! | `ferrio_bodies_refused_total` | counter | `reason` (`timed_out`, `too_slow`, `busy`, `unreadable`) |
 //! | `ferrio_namespaces` | gauge | |
+//! | `ferrio_recovery_total` | counter | `result` (`recovered`, `failed`), `reason` (`none`, or a failure: `unknown_session`, `unknown_offset`, `history_trimmed`, `too_many_missed`, `cluster_gap`) |
 //!
 //! A namespace created on demand is counted under its pattern's label (see
 //! [`crate::NamespaceBuilder::metrics_label`]), never under its own name: clients choose those
@@ -156,6 +157,22 @@ pub(crate) fn namespaces(n: usize) {
 
 /// A protocol violation by a peer: `kind` is the label of the
 /// [`ProtocolError`](ferrio_proto::ProtocolError) or [`WsError`](ferrio_proto::ws::WsError).
+/// A client got its session back with every packet it missed.
+pub(crate) fn recovered(namespace: &str) {
+    metrics::counter!("ferrio_recovery_total", "result" => "recovered", "reason" => "none").increment(1);
+    tracing::debug!(ns = namespace, "session recovered");
+}
+
+/// A client asked for its session and was told `recovered: false`.
+pub(crate) fn recovery_failed(namespace: &str, reason: &'static str) {
+    metrics::counter!("ferrio_recovery_total", "result" => "failed", "reason" => reason).increment(1);
+    tracing::info!(
+        ns = namespace,
+        reason,
+        "session not recovered; the client starts afresh"
+    );
+}
+
 pub(crate) fn protocol_error(kind: &'static str) {
     metrics::counter!("ferrio_protocol_errors_total", "kind" => kind).increment(1);
 }

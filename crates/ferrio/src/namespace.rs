@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use ferrio_proto::socket::{Packet, PacketType};
+
 use crate::adapter::{Adapter, BoxFuture, EncodedPacket, IntoRooms, LocalAdapter};
 use crate::operators::BroadcastOperator;
 use crate::recovery::Recovery;
@@ -376,25 +378,93 @@ impl Namespace {
         self.0.recovery.as_ref()
     }
 
-    /// Encodes an event for `opts`' recipients; with recovery on, an event without an ack
-    /// that is not volatile gets an offset and is kept for clients that reconnect.
-    pub(crate) fn encode_for(
+    /// Encodes an event for `opts`' recipients and hands it to `deliver`. With recovery on,
+    /// an event without an ack that is not volatile gets an offset, is kept for clients that
+    /// reconnect, and is delivered in offset order with every other kept packet.
+    pub(crate) fn encode_and<R>(
         &self,
         event: &str,
         payload: Payload,
         id: Option<u64>,
         opts: &crate::BroadcastOptions,
-    ) -> EncodedPacket {
+        deliver: impl FnOnce(&EncodedPacket) -> R,
+    ) -> R {
         match (&self.0.recovery, id, opts.flags.volatile) {
             (Some(recovery), None, false) => recovery.record(
                 |offset| {
                     let mut payload = payload;
                     payload.args.push(Value::String(offset));
-                    EncodedPacket::event(self.name(), event, payload, None)
+                    EncodedPacket::event(self.name(), event, payload, None).with_offset()
                 },
                 opts,
+                deliver,
             ),
-            _ => EncodedPacket::event(self.name(), event, payload, id),
+            _ => deliver(&EncodedPacket::event(self.name(), event, payload, id)),
+        }
+    }
+
+    /// Delivers a broadcast that another node of the cluster published (for cluster
+    /// adapters): to this node's sockets in `opts`' rooms and, with recovery on, into the
+    /// store with an offset of this node, so a client that was away while it arrived gets
+    /// it back. Returns how many local sockets it was queued for.
+    ///
+    /// Kept are events without an ack id that are not volatile, addressed to the whole
+    /// namespace or to a room that has a local member or a kept session.
+    pub fn deliver_from_cluster(&self, packet: Packet, opts: &crate::BroadcastOptions) -> usize {
+        let local = self.0.adapter.local();
+        let recovery = match &self.0.recovery {
+            Some(recovery)
+                if matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent)
+                    && packet.id.is_none()
+                    && !opts.flags.volatile
+                    && matches!(packet.data, Some(Value::Array(_))) =>
+            {
+                recovery
+            }
+            _ => return local.broadcast(&EncodedPacket::new(packet), opts),
+        };
+        let hosted = opts.rooms.is_empty()
+            || opts
+                .rooms
+                .iter()
+                .any(|room| local.has_room(room) || recovery.retains(room) || self.hosts_socket(room));
+        if !hosted {
+            return 0;
+        }
+        recovery.record(
+            |offset| {
+                let mut packet = packet;
+                if let Some(Value::Array(args)) = &mut packet.data {
+                    args.push(Value::String(offset));
+                }
+                EncodedPacket::new(packet).with_offset()
+            },
+            opts,
+            |packet| local.broadcast(packet, opts),
+        )
+    }
+
+    fn hosts_socket(&self, room: &str) -> bool {
+        room.parse::<Sid>().is_ok_and(|sid| self.socket(sid).is_some())
+    }
+
+    /// Whether a room must stay reachable from the cluster although no local socket is in
+    /// it: a disconnected session that may still be recovered is in it.
+    pub fn retains_room(&self, room: &str) -> bool {
+        self.0.recovery.as_ref().is_some_and(|r| r.retains(room))
+    }
+
+    /// For cluster adapters: the feed of broadcasts from other nodes broke (or came back).
+    /// While it is broken, and afterwards for every client whose last packet predates its
+    /// return, recovery answers `recovered: false` (reason `cluster_gap`): what other nodes
+    /// sent meanwhile never reached this node.
+    pub fn cluster_feed(&self, up: bool) {
+        if let Some(recovery) = &self.0.recovery {
+            if up {
+                recovery.feed_restored();
+            } else {
+                recovery.feed_lost();
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::adapter::{AdapterError, BroadcastOptions, IntoRooms, Room, SocketInfo};
+use crate::adapter::{AdapterError, BoxFuture, BroadcastOptions, IntoRooms, Room, SocketInfo};
 use crate::{Namespace, Payload, Sid};
 
 /// A selection of sockets in one namespace. Built by [`Namespace::broadcast`],
@@ -14,6 +14,38 @@ use crate::{Namespace, Payload, Sid};
 pub struct BroadcastOperator {
     ns: Namespace,
     opts: BroadcastOptions,
+}
+
+/// A confirmed emit that the cluster may not have received.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error} (delivered to {local} local sockets)")]
+pub struct EmitError {
+    /// Why the other nodes may not have it.
+    pub error: AdapterError,
+    /// How many sockets of this node it was queued for all the same.
+    pub local: usize,
+}
+
+/// What [`BroadcastOperator::emit_confirmed`] returns: the emit is already made; this
+/// resolves once the cluster has it, or with why it may not.
+#[must_use = "the emit is made either way; await this to know whether the cluster has it"]
+pub struct Confirmation(BoxFuture<'static, Result<usize, EmitError>>);
+
+impl std::fmt::Debug for Confirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Confirmation")
+    }
+}
+
+impl std::future::Future for Confirmation {
+    type Output = Result<usize, EmitError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 /// The answers to a broadcast that asked for acknowledgements.
@@ -85,13 +117,50 @@ impl BroadcastOperator {
     }
 
     /// Emits to the selection (encoded once for all). Returns how many local sockets it was
-    /// queued for.
+    /// queued for. Other nodes get it without waiting: an error says the cluster could not
+    /// take it, `Ok` does not prove that it did (see [`BroadcastOperator::emit_confirmed`]).
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<usize, AdapterError> {
         if crate::socket::is_reserved(event) {
             return Err(AdapterError::ReservedEvent);
         }
-        let packet = self.ns.encode_for(event, payload.into(), None, &self.opts);
-        self.ns.adapter().broadcast(&packet, &self.opts)
+        let adapter = self.ns.adapter();
+        self.ns
+            .encode_and(event, payload.into(), None, &self.opts, |packet| {
+                adapter.broadcast(packet, &self.opts)
+            })
+    }
+
+    /// Emits like [`BroadcastOperator::emit`] (at once: emits keep their order whether or not
+    /// the result is awaited) and returns what resolves once every node of the cluster has
+    /// the packet: `Ok(local)` when the cluster adapter handed it on to all of them (on a
+    /// single node, at once), otherwise the reason and how many local sockets got it anyway.
+    pub fn emit_confirmed(&self, event: &str, payload: impl Into<Payload>) -> Confirmation {
+        let sent = if crate::socket::is_reserved(event) {
+            None
+        } else {
+            let adapter = self.ns.adapter();
+            Some(
+                self.ns
+                    .encode_and(event, payload.into(), None, &self.opts, |packet| {
+                        adapter.broadcast_confirmed(packet, &self.opts)
+                    }),
+            )
+        };
+        Confirmation(Box::pin(async move {
+            let Some(sent) = sent else {
+                return Err(EmitError {
+                    error: AdapterError::ReservedEvent,
+                    local: 0,
+                });
+            };
+            match sent.cluster.await {
+                Ok(()) => Ok(sent.local),
+                Err(error) => Err(EmitError {
+                    error,
+                    local: sent.local,
+                }),
+            }
+        }))
     }
 
     /// Emits to the selection and collects every recipient's acknowledgement, until all
@@ -105,7 +174,9 @@ impl BroadcastOperator {
             return Err(AdapterError::ReservedEvent);
         }
         let id = self.ns.next_ack_id();
-        let packet = self.ns.encode_for(event, payload.into(), Some(id), &self.opts);
+        let packet = self
+            .ns
+            .encode_and(event, payload.into(), Some(id), &self.opts, Clone::clone);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let timeout = self.opts.flags.timeout.unwrap_or(self.ns.ack_timeout());
         let deadline = tokio::time::Instant::now() + timeout;

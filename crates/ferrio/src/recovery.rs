@@ -83,6 +83,48 @@ struct Session {
     at: Instant,
 }
 
+/// Why a client that asked to recover its session did not (the `reason` of
+/// `ferrio_recovery_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No disconnected session under that private id: never existed, expired, evicted by
+    /// the session bound, or already recovered.
+    UnknownSession,
+    /// The offset is not one this node gave out (another node's, a previous process's, or
+    /// malformed).
+    UnknownOffset,
+    /// The packets after the offset are no longer all kept (window or size bounds).
+    HistoryTrimmed,
+    /// More packets were missed than `max_missed_packets`.
+    TooManyMissed,
+    /// This node's feed from the rest of the cluster broke during the session's absence, so
+    /// it cannot know what it missed.
+    ClusterGap,
+}
+
+impl Failure {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Failure::UnknownSession => "unknown_session",
+            Failure::UnknownOffset => "unknown_offset",
+            Failure::HistoryTrimmed => "history_trimmed",
+            Failure::TooManyMissed => "too_many_missed",
+            Failure::ClusterGap => "cluster_gap",
+        }
+    }
+}
+
+/// A session taken out of the store by a reconnecting client, before its namespace CONNECT
+/// is accepted. [`Recovery::resume`] turns it into a restored socket.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pid: Sid,
+    offset: u64,
+    sid: Sid,
+    rooms: Vec<Room>,
+    data: Value,
+}
+
 /// What a successful restore gives back.
 #[derive(Debug)]
 pub(crate) struct Restored {
@@ -101,12 +143,47 @@ struct Store {
     sessions: HashMap<Sid, Session>,
     /// Sessions in the order they were persisted, for expiry and the count bound.
     order: VecDeque<(Instant, Sid)>,
+    /// Rooms (and socket ids) of the kept sessions, with how many sessions are in each: a
+    /// cluster adapter keeps receiving their broadcasts while nobody here is in them.
+    retained: HashMap<Room, usize>,
+    /// The cluster feed is down now: nothing can be proven complete.
+    gap_open: bool,
+    /// The first offset recorded after the cluster feed last came back: a session whose
+    /// offset is older may have missed what other nodes sent meanwhile.
+    gap_end: Option<u64>,
+}
+
+impl Store {
+    fn retain(&mut self, session: &Session) {
+        let own = Room::from(session.sid.as_str());
+        for room in session.rooms.iter().chain(std::iter::once(&own)) {
+            *self.retained.entry(room.clone()).or_default() += 1;
+        }
+    }
+
+    fn release(&mut self, session: &Session) {
+        let own = Room::from(session.sid.as_str());
+        for room in session.rooms.iter().chain(std::iter::once(&own)) {
+            if let Some(n) = self.retained.get_mut(room) {
+                *n -= 1;
+                if *n == 0 {
+                    self.retained.remove(room);
+                }
+            }
+        }
+    }
+
+    fn take_session(&mut self, pid: &Sid) -> Option<Session> {
+        let session = self.sessions.remove(pid)?;
+        self.release(&session);
+        Some(session)
+    }
 }
 
 /// The packets and sessions of one namespace.
 pub(crate) struct Recovery {
     config: RecoveryConfig,
-    /// Distinguishes this process's offsets from a previous one's.
+    /// Distinguishes this process's offsets from a previous one's (and another node's).
     epoch: String,
     store: Mutex<Store>,
 }
@@ -121,7 +198,7 @@ impl std::fmt::Debug for Recovery {
 
 impl Recovery {
     pub(crate) fn new(config: RecoveryConfig) -> Self {
-        let epoch = format!("{:x}", rand::random::<u32>());
+        let epoch = format!("{:016x}", rand::random::<u64>());
         Self {
             config,
             epoch,
@@ -145,13 +222,16 @@ impl Recovery {
         u64::from_str_radix(n, 16).ok()
     }
 
-    /// Appends an offset to an event's arguments and keeps the packet; returns the encoded
-    /// packet every recipient gets.
-    pub(crate) fn record(
+    /// Appends an offset to an event's arguments, keeps the packet, and hands it to `deliver`
+    /// while no other packet of the namespace can be recorded or delivered: every socket
+    /// receives the namespace's packets in offset order, so the offset a client holds marks
+    /// exactly what it has.
+    pub(crate) fn record<R>(
         &self,
         build: impl FnOnce(String) -> EncodedPacket,
         opts: &BroadcastOptions,
-    ) -> EncodedPacket {
+        deliver: impl FnOnce(&EncodedPacket) -> R,
+    ) -> R {
         let now = Instant::now();
         let mut store = self.store.lock();
         let offset = store.next_offset;
@@ -168,7 +248,28 @@ impl Recovery {
         });
         store.bytes += bytes;
         self.trim(&mut store, now);
-        packet
+        deliver(&packet)
+    }
+
+    /// Whether a broadcast from another node concerns a kept session (so a cluster adapter
+    /// must keep it although no local socket is in its rooms).
+    pub(crate) fn retains(&self, room: &str) -> bool {
+        self.store.lock().retained.contains_key(room)
+    }
+
+    /// The feed of broadcasts from other nodes broke (a cluster adapter lost Redis):
+    /// sessions cannot be proven complete until it is back.
+    pub(crate) fn feed_lost(&self) {
+        self.store.lock().gap_open = true;
+    }
+
+    /// The feed is back: sessions whose offset predates this point stay unrecoverable.
+    pub(crate) fn feed_restored(&self) {
+        let mut store = self.store.lock();
+        if store.gap_open {
+            store.gap_open = false;
+            store.gap_end = Some(store.next_offset);
+        }
     }
 
     fn trim(&self, store: &mut Store, now: Instant) {
@@ -188,7 +289,7 @@ impl Recovery {
             if too_old || store.order.len() > self.config.max_sessions {
                 store.order.pop_front();
                 if store.sessions.get(&pid).is_some_and(|s| s.at == at) {
-                    store.sessions.remove(&pid);
+                    store.take_session(&pid);
                 }
             } else {
                 break;
@@ -200,55 +301,100 @@ impl Recovery {
     pub(crate) fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value) {
         let now = Instant::now();
         let mut store = self.store.lock();
-        store.sessions.insert(
-            pid,
-            Session {
-                sid,
-                rooms,
-                data,
-                at: now,
-            },
-        );
+        store.take_session(&pid);
+        let session = Session {
+            sid,
+            rooms,
+            data,
+            at: now,
+        };
+        store.retain(&session);
+        store.sessions.insert(pid, session);
         store.order.push_back((now, pid));
         self.trim(&mut store, now);
     }
 
-    /// Takes a session back, with the packets it missed after `offset`; `None` when it is
-    /// unknown, expired, its offset is gone, or it missed more than allowed.
-    pub(crate) fn restore(&self, pid: &str, offset: &str) -> Option<Restored> {
-        let pid: Sid = pid.parse().ok()?;
-        let offset = self.parse_offset(offset)?;
+    /// Checks that a session can come back (known, not expired, offset still kept, no
+    /// gap in the cluster feed) and takes it out of the store. The packets it missed are
+    /// collected by [`Recovery::resume`], when the socket is ready to receive them.
+    pub(crate) fn claim(&self, pid: &str, offset: &str) -> Result<Claim, Failure> {
         let now = Instant::now();
         let mut store = self.store.lock();
         self.trim(&mut store, now);
-        // The offset must still be stored: otherwise packets after it may have been lost.
-        let start = store.packets.iter().position(|p| p.offset == offset)?;
-        let session = store.sessions.remove(&pid)?;
-        let own = Room::from(session.sid.as_str());
-        let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || session.rooms.contains(r));
-        let mut missed = Vec::new();
-        for p in store.packets.iter().skip(start + 1) {
-            let addressed = p.rooms.is_empty() || in_rooms(&p.rooms);
-            if addressed && !in_rooms(&p.except) {
-                if missed.len() == self.config.max_missed_packets {
-                    return None;
-                }
-                missed.push(p.packet.clone());
-            }
-        }
-        Some(Restored {
-            sid: session.sid,
+        let pid: Sid = pid.parse().map_err(|_| Failure::UnknownSession)?;
+        let session = store.take_session(&pid).ok_or(Failure::UnknownSession)?;
+        let offset = self.parse_offset(offset).ok_or(Failure::UnknownOffset)?;
+        self.check(&store, offset)?;
+        Ok(Claim {
             pid,
+            offset,
+            sid: session.sid,
             rooms: session.rooms,
             data: session.data,
-            missed,
         })
+    }
+
+    /// Whether everything after `offset` is still here and nothing bypassed the store.
+    fn check(&self, store: &Store, offset: u64) -> Result<usize, Failure> {
+        if offset >= store.next_offset {
+            return Err(Failure::UnknownOffset);
+        }
+        if store.gap_open || store.gap_end.is_some_and(|end| offset < end) {
+            return Err(Failure::ClusterGap);
+        }
+        // The offset itself must still be stored: otherwise packets after it may be gone.
+        let first = store.packets.front().map_or(store.next_offset, |p| p.offset);
+        if offset < first {
+            return Err(Failure::HistoryTrimmed);
+        }
+        Ok((offset - first) as usize)
+    }
+
+    /// Collects what a claimed session missed and hands it to `attach` while no packet of the
+    /// namespace can be recorded or delivered, so that the socket `attach` registers (in its
+    /// rooms) neither misses nor doubles a packet recorded meanwhile, and gets the missed ones
+    /// before any newer one.
+    pub(crate) fn resume<R>(&self, claim: Claim, attach: impl FnOnce(Result<Restored, Failure>) -> R) -> R {
+        let now = Instant::now();
+        let mut store = self.store.lock();
+        self.trim(&mut store, now);
+        let result = self.check(&store, claim.offset).and_then(|start| {
+            let own = Room::from(claim.sid.as_str());
+            let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
+            let mut missed = Vec::new();
+            for p in store.packets.iter().skip(start + 1) {
+                let addressed = p.rooms.is_empty() || in_rooms(&p.rooms);
+                if addressed && !in_rooms(&p.except) {
+                    if missed.len() == self.config.max_missed_packets {
+                        return Err(Failure::TooManyMissed);
+                    }
+                    missed.push(p.packet.clone());
+                }
+            }
+            Ok(missed)
+        });
+        let result = result.map(|missed| Restored {
+            sid: claim.sid,
+            pid: claim.pid,
+            rooms: claim.rooms,
+            data: claim.data,
+            missed,
+        });
+        let out = attach(result);
+        drop(store);
+        out
     }
 
     #[cfg(test)]
     fn stored(&self) -> (usize, usize, usize) {
         let s = self.store.lock();
         (s.packets.len(), s.bytes, s.sessions.len())
+    }
+
+    #[cfg(test)]
+    fn restore(&self, pid: &str, offset: &str) -> Result<Restored, Failure> {
+        let claim = self.claim(pid, offset)?;
+        self.resume(claim, |r| r)
     }
 }
 
@@ -273,6 +419,7 @@ mod tests {
                 EncodedPacket::event("/", "m", Payload::args(vec![n.into(), offset.into()]), None)
             },
             o,
+            |_| (),
         );
         off
     }
@@ -302,7 +449,10 @@ mod tests {
         assert!(missed[1].starts_with(r#"2["m",3,"#));
         assert!(missed[2].starts_with(r#"2["m",5,"#));
         // A session is restored once.
-        assert!(r.restore(pid.as_str(), &seen).is_none());
+        assert_eq!(
+            r.restore(pid.as_str(), &seen).unwrap_err(),
+            Failure::UnknownSession
+        );
     }
 
     #[tokio::test]
@@ -311,11 +461,26 @@ mod tests {
         let pid = Sid::random();
         let seen = record(&r, 0, &opts(&[], &[]));
         r.persist(pid, Sid::random(), vec![], Value::Null);
-        assert!(r.restore(Sid::random().as_str(), &seen).is_none());
-        assert!(r.restore(pid.as_str(), "zz-0").is_none());
-        assert!(r.restore(pid.as_str(), "nonsense").is_none());
-        assert!(r.restore("short", &seen).is_none());
-        assert!(r.restore(pid.as_str(), &seen).is_some());
+        assert_eq!(
+            r.restore(Sid::random().as_str(), &seen).unwrap_err(),
+            Failure::UnknownSession
+        );
+        assert_eq!(r.restore("short", &seen).unwrap_err(), Failure::UnknownSession);
+        assert!(r.restore(pid.as_str(), &seen).is_ok());
+        // A failed attempt uses the session up: offsets cannot be tried one after another.
+        for bad in ["zz-0", "nonsense", &format!("{}-ffff", r.epoch)] {
+            let pid = Sid::random();
+            r.persist(pid, Sid::random(), vec![], Value::Null);
+            assert_eq!(
+                r.restore(pid.as_str(), bad).unwrap_err(),
+                Failure::UnknownOffset,
+                "{bad}"
+            );
+            assert_eq!(
+                r.restore(pid.as_str(), &seen).unwrap_err(),
+                Failure::UnknownSession
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -329,7 +494,10 @@ mod tests {
         r.persist(pid, Sid::random(), vec![], Value::Null);
         tokio::time::advance(Duration::from_secs(11)).await;
         record(&r, 1, &opts(&[], &[]));
-        assert!(r.restore(pid.as_str(), &seen).is_none());
+        assert_eq!(
+            r.restore(pid.as_str(), &seen).unwrap_err(),
+            Failure::UnknownSession
+        );
         let (packets, _, sessions) = r.stored();
         assert_eq!(
             (packets, sessions),
@@ -353,7 +521,10 @@ mod tests {
             record(&r, n, &opts(&[], &[]));
         }
         // Missed 4 packets, 3 allowed: no recovery.
-        assert!(r.restore(pid.as_str(), &seen).is_none());
+        assert_eq!(
+            r.restore(pid.as_str(), &seen).unwrap_err(),
+            Failure::TooManyMissed
+        );
         // The packet store never holds more than its bound.
         for n in 0..100 {
             record(&r, n, &opts(&[], &[]));
@@ -366,6 +537,76 @@ mod tests {
         assert_eq!(r.stored().2, 2);
         let (_, bytes, _) = r.stored();
         assert!(bytes > 0 && bytes < 5 * 64);
+    }
+
+    #[tokio::test]
+    async fn a_trimmed_window_refuses_instead_of_replaying_a_part() {
+        let r = Recovery::new(RecoveryConfig {
+            max_packets: 5,
+            ..Default::default()
+        });
+        let pid = Sid::random();
+        let seen = record(&r, 0, &opts(&[], &[]));
+        r.persist(pid, Sid::random(), vec![], Value::Null);
+        for n in 1..=20 {
+            record(&r, n, &opts(&[], &[]));
+        }
+        assert_eq!(
+            r.restore(pid.as_str(), &seen).unwrap_err(),
+            Failure::HistoryTrimmed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_break_in_the_cluster_feed_refuses_older_offsets_only() {
+        let r = Recovery::new(RecoveryConfig::default());
+        let before = record(&r, 0, &opts(&[], &[]));
+        let (a, b) = (Sid::random(), Sid::random());
+        r.persist(a, Sid::random(), vec![], Value::Null);
+        r.feed_lost();
+        // While the feed is down, nothing can be proven complete.
+        let during = record(&r, 1, &opts(&[], &[]));
+        r.persist(b, Sid::random(), vec![], Value::Null);
+        let c = Sid::random();
+        r.persist(c, Sid::random(), vec![], Value::Null);
+        assert_eq!(r.restore(c.as_str(), &during).unwrap_err(), Failure::ClusterGap);
+        r.feed_restored();
+        assert_eq!(r.restore(a.as_str(), &before).unwrap_err(), Failure::ClusterGap);
+        assert_eq!(r.restore(b.as_str(), &during).unwrap_err(), Failure::ClusterGap);
+        // A session whose last packet came after the feed was back is whole.
+        let after = record(&r, 2, &opts(&[], &[]));
+        let d = Sid::random();
+        r.persist(d, Sid::random(), vec![], Value::Null);
+        record(&r, 3, &opts(&[], &[]));
+        assert_eq!(r.restore(d.as_str(), &after).unwrap().missed.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_sessions_retain_their_rooms_until_they_end() {
+        let r = Recovery::new(RecoveryConfig {
+            max_disconnection_duration: Duration::from_secs(10),
+            ..Default::default()
+        });
+        let seen = record(&r, 0, &opts(&[], &[]));
+        let (pid, sid) = (Sid::random(), Sid::random());
+        r.persist(pid, sid, vec![Room::from("a")], Value::Null);
+        let other = Sid::random();
+        r.persist(
+            other,
+            Sid::random(),
+            vec![Room::from("a"), Room::from("b")],
+            Value::Null,
+        );
+        assert!(r.retains("a") && r.retains("b") && r.retains(sid.as_str()));
+        assert!(!r.retains("c"));
+        r.restore(pid.as_str(), &seen).unwrap();
+        assert!(r.retains("a") && !r.retains(sid.as_str()));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        record(&r, 1, &opts(&[], &[]));
+        assert!(
+            !r.retains("a") && !r.retains("b"),
+            "expired sessions release their rooms"
+        );
     }
 
     #[test]

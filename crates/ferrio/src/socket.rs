@@ -362,8 +362,9 @@ impl Socket {
             },
             ..Default::default()
         };
-        let packet = self.0.ns.encode_for(event, payload, id, &opts);
-        self.deliver(&packet, volatile)
+        self.0
+            .ns
+            .encode_and(event, payload, id, &opts, |packet| self.deliver(packet, volatile))
     }
 
     /// Queues an encoded packet on this socket's connection.

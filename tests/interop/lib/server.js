@@ -68,13 +68,13 @@ function commandFor(mode, args) {
   return { kind, file, argv: ['--listen', '127.0.0.1:0', ...args] };
 }
 
-function start(mode, args = []) {
+function start(mode, args = [], { env = {} } = {}) {
   const { kind, file, argv } = commandFor(mode, args.map(String));
   const verbose = !!process.env.INTEROP_VERBOSE;
   const child = spawn(file, argv, {
     cwd: REPO,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env },
+    env: { ...process.env, ...env },
   });
   let stderrTail = '';
   let stdoutBuf = '';
@@ -176,9 +176,12 @@ function startInteropServer(args = []) {
   return start('interop', args);
 }
 
-/** `ferrio serve` (only the built-in join/leave/publish events on `/`). */
-function startServe(args = []) {
-  return start('serve', args);
+/**
+ * `ferrio serve` (only the built-in join/leave/publish events on `/`). `env` adds variables
+ * (FERRIO_<SECTION>__<KEY>) to this process's environment for this child only.
+ */
+function startServe(args = [], { env } = {}) {
+  return start('serve', args, { env });
 }
 
 module.exports = { startInteropServer, startServe, serverKind, killAllSync, REPO };

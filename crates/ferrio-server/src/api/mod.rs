@@ -259,9 +259,11 @@ impl Api {
             Some(data) => ferrio::Payload::from(data),
             None => ferrio::Payload::default(),
         };
-        match op.emit(&body.event, payload) {
+        // `ok` only once every node has it: a message other nodes will not see is answered
+        // `unavailable`, with the local sockets it reached all the same.
+        match op.emit_confirmed(&body.event, payload).await {
             Ok(local) => ok(json!({ "local_recipients": local })),
-            Err(e) => adapter_error(e),
+            Err(e) => unavailable(&e),
         }
     }
 
@@ -350,6 +352,12 @@ impl Api {
             "namespaces": namespaces,
         }))
     }
+}
+
+fn unavailable(e: &ferrio::EmitError) -> Response<ResponseBody> {
+    let mut body = ferrio::builtins::unavailable(e);
+    body["message"] = Value::String(e.error.to_string());
+    json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
 fn adapter_error(e: ferrio::AdapterError) -> Response<ResponseBody> {

@@ -103,13 +103,26 @@ impl Default for ClusterSettings {
 pub struct RecoverySettings {
     pub enabled: bool,
     pub max_disconnection_duration: Secs,
+    /// Packets kept per namespace for clients that come back.
+    pub max_packets: usize,
+    /// Bytes of packets kept per namespace.
+    pub max_bytes: usize,
+    /// Disconnected sessions kept per namespace.
+    pub max_sessions: usize,
+    /// Packets one session may have missed and still recover.
+    pub max_missed_packets: usize,
 }
 
 impl Default for RecoverySettings {
     fn default() -> Self {
+        let library = ferrio::RecoveryConfig::default();
         Self {
             enabled: false,
-            max_disconnection_duration: Secs(Duration::from_secs(120)),
+            max_disconnection_duration: Secs(library.max_disconnection_duration),
+            max_packets: library.max_packets,
+            max_bytes: library.max_bytes,
+            max_sessions: library.max_sessions,
+            max_missed_packets: library.max_missed_packets,
         }
     }
 }
@@ -118,6 +131,10 @@ impl RecoverySettings {
     pub fn library_config(&self) -> Option<ferrio::RecoveryConfig> {
         self.enabled.then(|| ferrio::RecoveryConfig {
             max_disconnection_duration: self.max_disconnection_duration.0,
+            max_packets: self.max_packets,
+            max_bytes: self.max_bytes,
+            max_sessions: self.max_sessions,
+            max_missed_packets: self.max_missed_packets,
             ..ferrio::RecoveryConfig::default()
         })
     }

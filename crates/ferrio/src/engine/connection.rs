@@ -123,7 +123,7 @@ pub(crate) struct NamespaceConnect {
     pub auth: serde_json::Value,
     pub outcome: ConnectOutcome,
     /// A recovered session waiting for the hook's verdict.
-    pub restored: Option<crate::recovery::Restored>,
+    pub restored: Option<crate::recovery::Claim>,
 }
 
 impl std::fmt::Debug for Control {
