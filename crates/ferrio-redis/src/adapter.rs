@@ -28,7 +28,7 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{self, DecodeError};
-use crate::link::{Inbound, Link, LinkError, RouteKind, SubKind};
+use crate::link::{Inbound, Link, LinkError, ReachKey, RouteKind, SubKind};
 use crate::{Mode, Options, SubscriptionMode};
 
 /// Classic request and response types (`RequestType` in the reference).
@@ -500,7 +500,10 @@ impl RedisAdapter {
     /// Publishes to a channel every node of the namespace subscribes to, and waits until
     /// Redis took it and (after an outage) every node that was there before got it.
     async fn publish_confirmed(&self, channel: String, payload: Vec<u8>) -> Result<(), AdapterError> {
-        let reach = Some(channel.clone());
+        let reach = Some(ReachKey {
+            key: channel.clone(),
+            count_channel: channel.clone(),
+        });
         self.link
             .publish_receipt(self.sharded(), channel, payload, reach)
             .map_err(unavailable)?
@@ -1261,9 +1264,17 @@ impl Adapter for RedisAdapter {
         let (channel, payload) = self.broadcast_payload(&packet.cluster_packet(), opts);
         // Every node that serves the namespace receives its broadcasts: classic nodes through
         // one pattern, sharded ones through the namespace's or the room's channel.
+        // Every classic node subscribes to the namespace's pattern and its request channel
+        // on one connection; a sharded room channel counts its own subscribers.
         let reach = match self.opts.mode {
-            Mode::Classic => self.channels.main.clone(),
-            Mode::Sharded => channel.clone(),
+            Mode::Classic => ReachKey {
+                key: self.channels.main.clone(),
+                count_channel: self.channels.request.clone(),
+            },
+            Mode::Sharded => ReachKey {
+                key: channel.clone(),
+                count_channel: channel.clone(),
+            },
         };
         let cluster: BoxFuture<'static, Result<(), AdapterError>> =
             match self

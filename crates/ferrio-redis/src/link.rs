@@ -177,10 +177,18 @@ pub(crate) struct Outgoing {
     pub sharded: bool,
     pub channel: String,
     pub payload: Bytes,
-    /// Whose subscriber count the publish's answer is checked against (see [`Reach`]); none
-    /// for messages that only some nodes are meant to receive.
-    pub reach: Option<String>,
+    /// What the publish must reach to be confirmed (see [`Reach`]); none for messages that
+    /// only some nodes are meant to receive.
+    pub reach: Option<ReachKey>,
     pub done: Option<oneshot::Sender<Result<(), LinkError>>>,
+}
+
+/// Which nodes a confirmed publish must reach: those counted under `key` (the namespace, or
+/// a sharded room channel), who are also the subscribers of `count_channel`.
+#[derive(Debug, Clone)]
+pub(crate) struct ReachKey {
+    pub key: String,
+    pub count_channel: String,
 }
 
 /// How long after Redis answers again a publish must still reach as many nodes as before
@@ -195,7 +203,10 @@ const MAX_REACH_KEYS: usize = 16_384;
 /// subscribers got it. In normal operation that count follows nodes coming and going. From a
 /// failure until `SETTLE` after the first publish that succeeds again, the count remembered
 /// from before the failure is the bar: a publish that reaches fewer nodes went out while
-/// some were still resubscribing, and is not confirmed.
+/// some were still resubscribing, and is not confirmed. In that window the count is also
+/// asked again, one round trip after the publish: Redis may have counted a subscriber
+/// connection that its node had already given up (and not yet seen it close), and the
+/// second count no longer includes it.
 #[derive(Default)]
 struct Reach {
     seen: HashMap<String, u64>,
@@ -207,6 +218,14 @@ impl Reach {
     fn failure(&mut self) {
         self.failed = true;
         self.settle_until = None;
+    }
+
+    fn settling(&self, now: Instant) -> bool {
+        self.failed || self.settle_until.is_some_and(|until| now < until)
+    }
+
+    fn expected(&self, key: &str) -> Option<u64> {
+        self.seen.get(key).copied()
     }
 
     fn check(&mut self, key: &str, reached: u64, now: Instant) -> Result<(), LinkError> {
@@ -652,7 +671,7 @@ impl Link {
         sharded: bool,
         channel: String,
         payload: Vec<u8>,
-        reach: Option<String>,
+        reach: Option<ReachKey>,
     ) -> Result<impl std::future::Future<Output = Result<(), LinkError>> + Send + 'static, LinkError> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(Outgoing {
@@ -821,9 +840,45 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
             );
         }
         let now = Instant::now();
+        // After an outage, every channel is counted again one round trip later.
+        let mut recount: HashMap<(bool, String), u64> = HashMap::new();
+        if result.is_ok() && shared.reach.lock().settling(now) {
+            for out in &batch {
+                if let Some(reach) = &out.reach {
+                    recount
+                        .entry((out.sharded, reach.count_channel.clone()))
+                        .or_default();
+                }
+            }
+            for ((sharded, channel), n) in recount.iter_mut() {
+                let mut cmd = redis::cmd("PUBSUB");
+                cmd.arg(if *sharded { "SHARDNUMSUB" } else { "NUMSUB" })
+                    .arg(channel.as_str());
+                *n = match shared.query(&cmd).await {
+                    Ok(value) => count_in(&value, channel) as u64,
+                    Err(_) => 0,
+                };
+            }
+        }
         for (i, out) in batch.drain(..).enumerate() {
             let outcome = match (&result, &out.reach) {
-                (Ok(reached), Some(key)) => shared.reach.lock().check(key, reached[i], now),
+                (Ok(reached), Some(reach)) => {
+                    let mut state = shared.reach.lock();
+                    state.check(&reach.key, reached[i], now).and_then(|()| {
+                        match (
+                            recount.get(&(out.sharded, reach.count_channel.clone())),
+                            state.expected(&reach.key),
+                        ) {
+                            (Some(&counted), Some(expected)) if counted < expected => {
+                                Err(LinkError::Incomplete {
+                                    reached: counted,
+                                    expected,
+                                })
+                            }
+                            _ => Ok(()),
+                        }
+                    })
+                }
                 (Ok(_), None) => Ok(()),
                 (Err(e), _) => Err(e.clone()),
             };
@@ -935,6 +990,10 @@ async fn open_subscriber(shared: &Arc<Shared>, lost: &Arc<Notify>) -> redis::Red
     }
 }
 
+/// Health checks in a row that the subscriber connection may leave unanswered before it is
+/// given up for a new one.
+const MAX_MISSED_PINGS: u32 = 4;
+
 /// Keeps the subscriber connection up and subscribed to every routed channel.
 async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let s = shared.settings.clone();
@@ -970,6 +1029,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         first = false;
         let mut subscribed: HashSet<(SubKind, String)> = HashSet::new();
+        let mut missed_pings = 0;
         let why: String = 'session: loop {
             let (wanted, generation) = {
                 let routes = shared.routes.read();
@@ -1016,7 +1076,12 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     // Finds a dead publisher connection (and Redis coming back) without
                     // waiting for traffic.
                     let _ = shared.query(&redis::cmd("PING")).await;
-                    if !alive {
+                    // A connection that does not answer for a while is not given up at
+                    // once: while it is open, Redis still delivers to it once it can (a
+                    // paused Redis, a short partition), and nothing is missed. A closed one
+                    // is noticed at once (above).
+                    missed_pings = if alive { 0 } else { missed_pings + 1 };
+                    if missed_pings >= MAX_MISSED_PINGS {
                         break 'session "health check failed".to_owned();
                     }
                 }
