@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{self, DecodeError};
 use crate::link::{Inbound, Link, LinkError, ReachKey, RouteKind, SubKind};
+use crate::streams;
 use crate::{Mode, Options, SubscriptionMode};
 
 /// Classic request and response types (`RequestType` in the reference).
@@ -164,7 +166,7 @@ fn rooms_of(v: Option<&Value>) -> SmallVec<[Room; 1]> {
 }
 
 /// `{rooms, except, flags}` as the reference sends it.
-fn options_from(v: Option<&Value>) -> BroadcastOptions {
+pub(crate) fn options_from(v: Option<&Value>) -> BroadcastOptions {
     let Some(v) = v else {
         return BroadcastOptions::default();
     };
@@ -202,7 +204,7 @@ fn names(rooms: &[Room]) -> Value {
 }
 
 /// `{rooms, except, flags}` for broadcasts; `{rooms, except}` for classic requests.
-fn options_json(opts: &BroadcastOptions, with_flags: bool) -> Value {
+pub(crate) fn options_json(opts: &BroadcastOptions, with_flags: bool) -> Value {
     let mut map = serde_json::Map::new();
     map.insert("rooms".into(), names(&opts.rooms));
     map.insert("except".into(), names(&opts.except));
@@ -272,6 +274,8 @@ pub struct RedisAdapter {
     remote_ack_ids: AtomicU64,
     /// Sharded room channels kept subscribed for disconnected sessions that may come back.
     lingering: Mutex<HashSet<Room>>,
+    /// Streams mode: the node's stream reader and settings.
+    hub: Option<Arc<streams::Hub>>,
     me: Weak<RedisAdapter>,
 }
 
@@ -289,12 +293,17 @@ impl fmt::Debug for RedisAdapter {
 }
 
 impl RedisAdapter {
-    pub(crate) fn create(ctx: &AdapterContext, link: Arc<Link>, opts: Arc<Options>) -> Arc<Self> {
+    pub(crate) fn create(
+        ctx: &AdapterContext,
+        link: Arc<Link>,
+        opts: Arc<Options>,
+        hub: Option<Arc<streams::Hub>>,
+    ) -> Arc<Self> {
         let nsp = ctx.name();
         let key = &opts.key;
         let uid = match opts.mode {
             Mode::Classic => uid2(6),
-            Mode::Sharded => hex_id(),
+            Mode::Sharded | Mode::Streams => hex_id(),
         };
         let main = format!("{key}#{nsp}#");
         let channels = Channels {
@@ -302,7 +311,7 @@ impl RedisAdapter {
             response: format!("{key}-response#{nsp}#"),
             own: match opts.mode {
                 Mode::Classic => format!("{key}-response#{nsp}#{uid}#"),
-                Mode::Sharded => format!("{main}{uid}#"),
+                Mode::Sharded | Mode::Streams => format!("{main}{uid}#"),
             },
             main,
         };
@@ -317,6 +326,7 @@ impl RedisAdapter {
             ack_requests: Mutex::new(HashMap::new()),
             remote_ack_ids: AtomicU64::new(REMOTE_ACK_ID_BASE),
             lingering: Mutex::new(HashSet::new()),
+            hub,
             me: me.clone(),
         });
         let target: Weak<dyn Inbound> = adapter.me.clone();
@@ -343,17 +353,25 @@ impl RedisAdapter {
                 );
                 link.subscribe(SubKind::Channel, ch.own.clone(), RouteKind::Response, target);
             }
-            Mode::Sharded => {
-                link.subscribe(
-                    SubKind::Shard,
-                    ch.main.clone(),
-                    RouteKind::Message,
-                    target.clone(),
-                );
-                link.subscribe(SubKind::Shard, ch.own.clone(), RouteKind::ShardResponse, target);
+            Mode::Sharded | Mode::Streams => {
+                let kind = adapter.subscription_kind();
+                link.subscribe(kind, ch.main.clone(), RouteKind::Message, target.clone());
+                link.subscribe(kind, ch.own.clone(), RouteKind::ShardResponse, target);
             }
         }
+        if let Some(hub) = &adapter.hub {
+            hub.register(nsp, adapter.me.clone());
+        }
         adapter
+    }
+
+    /// Sharded pub/sub, or plain channels (streams mode's requests and answers).
+    fn subscription_kind(&self) -> SubKind {
+        if self.sharded() {
+            SubKind::Shard
+        } else {
+            SubKind::Channel
+        }
     }
 
     /// This adapter's server id on the wire.
@@ -449,7 +467,7 @@ impl RedisAdapter {
     fn server_count_channel(&self) -> &str {
         match self.opts.mode {
             Mode::Classic => &self.channels.request,
-            Mode::Sharded => &self.channels.main,
+            Mode::Sharded | Mode::Streams => &self.channels.main,
         }
     }
 
@@ -468,7 +486,7 @@ impl RedisAdapter {
             (Mp::from("uid"), Mp::from(self.uid.as_str())),
             (Mp::from("nsp"), Mp::from(self.nsp())),
         ]);
-        if codec::has_binary(&msg) {
+        if self.opts.mode == Mode::Streams || codec::has_binary(&msg) {
             codec::encode(&msg)
         } else {
             codec::to_json(&msg).to_string().into_bytes()
@@ -479,7 +497,7 @@ impl RedisAdapter {
     fn request_channel(&self) -> String {
         match self.opts.mode {
             Mode::Classic => self.channels.request.clone(),
-            Mode::Sharded => self.channels.main.clone(),
+            Mode::Sharded | Mode::Streams => self.channels.main.clone(),
         }
     }
 
@@ -526,7 +544,7 @@ impl RedisAdapter {
                 ]);
                 (channel, codec::encode(&msg))
             }
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 let channel = if opts.rooms.len() == 1 && self.room_has_channel(&opts.rooms[0]) {
                     self.room_channel(&opts.rooms[0])
                 } else {
@@ -718,7 +736,7 @@ impl RedisAdapter {
             Mode::Classic => json!({"type": classic_type::BROADCAST_CLIENT_COUNT, "requestId": request_id, "clientCount": n})
                 .to_string()
                 .into_bytes(),
-            Mode::Sharded => self.cluster_message(
+            Mode::Sharded | Mode::Streams => self.cluster_message(
                 cluster_type::BROADCAST_CLIENT_COUNT,
                 codec::from_json(&json!({"requestId": request_id, "clientCount": n})),
             ),
@@ -745,7 +763,7 @@ impl RedisAdapter {
                         (Mp::from("requestId"), Mp::from(request_id.as_str())),
                         (Mp::from("packet"), arg),
                     ])),
-                    Mode::Sharded => me.cluster_message(
+                    Mode::Sharded | Mode::Streams => me.cluster_message(
                         cluster_type::BROADCAST_ACK,
                         Mp::Map(vec![
                             (Mp::from("requestId"), Mp::from(request_id.as_str())),
@@ -761,7 +779,9 @@ impl RedisAdapter {
     fn response_channel_for(&self, requester: Option<&str>) -> String {
         match self.opts.mode {
             Mode::Classic => self.classic_response_channel(requester),
-            Mode::Sharded => format!("{}{}#", self.channels.main, requester.unwrap_or_default()),
+            Mode::Sharded | Mode::Streams => {
+                format!("{}{}#", self.channels.main, requester.unwrap_or_default())
+            }
         }
     }
 
@@ -1109,7 +1129,7 @@ impl RedisAdapter {
                 });
                 (id, msg.to_string().into_bytes())
             }
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 let id = hex_id();
                 let data = json!({"opts": options_json(opts, true), "requestId": id});
                 (
@@ -1139,15 +1159,148 @@ impl RedisAdapter {
                 msg.insert(field.into(), value);
                 Value::Object(msg).to_string().into_bytes()
             }
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 let (kind, field, value) = sharded;
                 let mut data = serde_json::Map::new();
                 data.insert("opts".into(), options_json(opts, true));
                 data.insert(field.into(), value);
-                self.cluster_message(kind, codec::from_json(&Value::Object(data)))
+                let data = codec::from_json(&Value::Object(data));
+                if let Some(hub) = &self.hub {
+                    let cmd = streams::xadd(hub.options(), &self.uid, self.nsp(), kind, &data);
+                    return self.append(cmd, None).await;
+                }
+                self.cluster_message(kind, data)
             }
         };
         self.publish_confirmed(self.request_channel(), payload).await
+    }
+
+    /// Appends to the stream; `on_failure` runs in order with the other appends if Redis
+    /// does not take it.
+    fn append_now(
+        &self,
+        cmd: redis::Cmd,
+        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
+    ) -> Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError> {
+        let (tx, rx) = oneshot::channel();
+        let key = self
+            .hub
+            .as_ref()
+            .map(|h| h.options().stream.clone())
+            .unwrap_or_default();
+        let done: crate::link::Done = Box::new(move |result: Result<redis::Value, LinkError>| {
+            if result.is_err()
+                && let Some(f) = on_failure
+            {
+                f();
+            }
+            let _ = tx.send(result.map(drop).map_err(unavailable));
+        });
+        self.link.command(key, cmd, Some(done)).map_err(unavailable)?;
+        Ok(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(AdapterError::Unavailable("publisher stopped".into())))
+        })
+    }
+
+    async fn append(
+        &self,
+        cmd: redis::Cmd,
+        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
+    ) -> Result<(), AdapterError> {
+        self.append_now(cmd, on_failure)?.await
+    }
+
+    /// A broadcast appended to the stream; this node's sockets get it when the stream gives
+    /// it back (or at once, without offset, if Redis does not take it, as the reference).
+    fn broadcast_to_stream(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+    ) -> (
+        usize,
+        Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError>,
+    ) {
+        let hub = self.hub.as_ref().expect("streams mode has a hub");
+        let data = Mp::Map(vec![
+            (
+                Mp::from("packet"),
+                codec::packet_to_msgpack(&packet.cluster_packet(), false),
+            ),
+            (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+        ]);
+        let cmd = streams::xadd(
+            hub.options(),
+            &self.uid,
+            self.nsp(),
+            cluster_type::BROADCAST,
+            &data,
+        );
+        let local = self.local.select(opts).len();
+        let me = self.me.clone();
+        let (fallback, fallback_opts) = (packet.clone(), opts.clone());
+        let on_failure: Box<dyn FnOnce() + Send + Sync> = Box::new(move || {
+            if let Some(me) = me.upgrade() {
+                me.local.broadcast(&fallback, &fallback_opts);
+            }
+        });
+        match self.append_now(cmd, Some(on_failure)) {
+            Ok(receipt) => (local, Ok(receipt)),
+            Err(e) => {
+                self.local.broadcast(packet, opts);
+                (local, Err(e))
+            }
+        }
+    }
+
+    /// An entry read from the stream, for this namespace.
+    pub(crate) fn on_stream_entry(&self, entry: streams::Entry) {
+        let mine = entry.uid == self.uid;
+        let Some(data) = entry.data else { return };
+        let json = data.json();
+        let opts = options_from(json.get("opts"));
+        match entry.kind {
+            cluster_type::BROADCAST => {
+                if json.get("requestId").is_some() {
+                    return;
+                }
+                let packet = match data.member(&["packet"]).map(|p| p.packet(self.nsp())) {
+                    Some(Ok(packet)) => packet,
+                    _ => {
+                        self.link.count_malformed();
+                        return;
+                    }
+                };
+                match self.ctx.namespace() {
+                    Some(ns) => {
+                        ns.deliver_logged(&entry.id, packet, &opts);
+                    }
+                    None => {
+                        self.local.broadcast(&EncodedPacket::new(packet), &opts);
+                    }
+                }
+            }
+            // This node's own were applied when they were made.
+            cluster_type::SOCKETS_JOIN | cluster_type::SOCKETS_LEAVE if !mine => {
+                let rooms: Vec<Room> = rooms_of(json.get("rooms")).into_vec();
+                if entry.kind == cluster_type::SOCKETS_JOIN {
+                    self.local_join(&opts, &rooms);
+                } else {
+                    self.local_leave(&opts, &rooms);
+                }
+            }
+            cluster_type::DISCONNECT_SOCKETS if !mine => {
+                self.local_disconnect(&opts, json.get("close").and_then(Value::as_bool).unwrap_or(false));
+            }
+            _ => {}
+        }
+    }
+
+    /// Reading the stream lost entries (trimmed past this node's position).
+    pub(crate) fn stream_broke(&self) {
+        if let Some(ns) = self.ctx.namespace() {
+            ns.log_broke();
+        }
     }
 }
 
@@ -1199,9 +1352,12 @@ impl Drop for RedisAdapter {
                 self.link.unsubscribe(SubKind::Channel, &ch.response);
                 self.link.unsubscribe(SubKind::Channel, &ch.own);
             }
-            Mode::Sharded => {
-                self.link.unsubscribe(SubKind::Shard, &ch.main);
-                self.link.unsubscribe(SubKind::Shard, &ch.own);
+            Mode::Sharded | Mode::Streams => {
+                self.link.unsubscribe(self.subscription_kind(), &ch.main);
+                self.link.unsubscribe(self.subscription_kind(), &ch.own);
+                if let Some(hub) = &self.hub {
+                    hub.unregister(self.nsp());
+                }
                 let rooms = self.local.rooms();
                 let lingering = std::mem::take(&mut *self.lingering.lock());
                 for room in rooms.iter().chain(&lingering) {
@@ -1244,6 +1400,10 @@ impl Adapter for RedisAdapter {
     }
 
     fn broadcast(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Result<usize, AdapterError> {
+        if self.hub.is_some() && !opts.flags.local {
+            let (local, appended) = self.broadcast_to_stream(packet, opts);
+            return appended.map(|_| local);
+        }
         let n = self.local.broadcast(packet, opts);
         if opts.flags.local {
             return Ok(n);
@@ -1254,6 +1414,14 @@ impl Adapter for RedisAdapter {
     }
 
     fn broadcast_confirmed(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Sent {
+        if self.hub.is_some() && !opts.flags.local {
+            let (local, appended) = self.broadcast_to_stream(packet, opts);
+            let cluster: BoxFuture<'static, Result<(), AdapterError>> = match appended {
+                Ok(receipt) => Box::pin(receipt),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            };
+            return Sent { local, cluster };
+        }
         let local = self.local.broadcast(packet, opts);
         if opts.flags.local {
             return Sent {
@@ -1271,7 +1439,7 @@ impl Adapter for RedisAdapter {
                 key: self.channels.main.clone(),
                 count_channel: self.channels.request.clone(),
             },
-            Mode::Sharded => ReachKey {
+            Mode::Sharded | Mode::Streams => ReachKey {
                 key: channel.clone(),
                 count_channel: channel.clone(),
             },
@@ -1314,7 +1482,7 @@ impl Adapter for RedisAdapter {
                 ]);
                 (id, self.channels.request.clone(), codec::encode(&msg))
             }
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 let id = hex_id();
                 let data = Mp::Map(vec![
                     (
@@ -1457,7 +1625,7 @@ impl Adapter for RedisAdapter {
                         rooms.extend(answers.iter().filter_map(room_text));
                     }
                 }
-                Mode::Sharded => {
+                Mode::Sharded | Mode::Streams => {
                     // The cluster format has no rooms request: the rooms of every socket
                     // elsewhere, their own ids left out.
                     for socket in self.fetch_remote(&BroadcastOptions::default()).await? {
@@ -1478,7 +1646,7 @@ impl Adapter for RedisAdapter {
                         .to_string()
                         .into_bytes()
                 }
-                Mode::Sharded => self.cluster_message(
+                Mode::Sharded | Mode::Streams => self.cluster_message(
                     cluster_type::SERVER_SIDE_EMIT,
                     codec::from_json(&json!({"packet": args})),
                 ),
@@ -1503,7 +1671,7 @@ impl Adapter for RedisAdapter {
                     let msg = json!({"uid": self.uid, "requestId": id, "type": classic_type::SERVER_SIDE_EMIT, "data": args});
                     (id, msg.to_string().into_bytes())
                 }
-                Mode::Sharded => {
+                Mode::Sharded | Mode::Streams => {
                     let id = hex_id();
                     let data = json!({"requestId": id, "packet": args});
                     (
@@ -1518,6 +1686,15 @@ impl Adapter for RedisAdapter {
 
     fn server_count(&self) -> BoxFuture<'_, Result<usize, AdapterError>> {
         Box::pin(async move { Ok(self.count_servers().await?.max(1)) })
+    }
+
+    fn session_log(&self) -> Option<Arc<dyn ferrio::SessionLog>> {
+        let hub = self.hub.as_ref()?;
+        Some(Arc::new(streams::StreamLog {
+            link: self.link.clone(),
+            opts: hub.options().clone(),
+            nsp: self.nsp().to_owned(),
+        }))
     }
 
     fn is_healthy(&self) -> bool {

@@ -40,6 +40,11 @@ impl EmitterBuilder {
 
     /// Connects to Redis.
     pub async fn connect(self) -> Result<Emitter, ConnectError> {
+        if self.mode == Mode::Streams {
+            return Err(ConnectError::Unsupported(
+                "the emitter speaks the classic and sharded formats; in streams mode, publish through a node's HTTP API".into(),
+            ));
+        }
         let link = Link::connect_publisher(self.address.target()?, self.settings).await?;
         Ok(Emitter {
             link,
@@ -122,7 +127,7 @@ impl Emitter {
         data.extend(args);
         let payload = match self.mode {
             Mode::Classic => json!({"uid": EMITTER_UID, "type": 6, "data": data}).to_string(),
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 json!({"type": 9, "data": {"packet": data}, "uid": EMITTER_UID, "nsp": &*self.nsp})
                     .to_string()
             }
@@ -142,7 +147,7 @@ impl Emitter {
     fn request_channel(&self) -> String {
         match self.mode {
             Mode::Classic => format!("{}-request#{}#", self.key, self.nsp),
-            Mode::Sharded => self.main_channel(),
+            Mode::Sharded | Mode::Streams => self.main_channel(),
         }
     }
 
@@ -224,7 +229,7 @@ impl EmitterOperator {
                 };
                 e.send(channel, codec::encode(&msg)).await
             }
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 let data = Mp::Map(vec![
                     (Mp::from("packet"), codec::packet_to_msgpack(&packet, false)),
                     (
@@ -270,7 +275,7 @@ impl EmitterOperator {
         let opts = json!({"rooms": names(&self.rooms), "except": names(&self.except)});
         let payload = match e.mode {
             Mode::Classic => json!({"type": 4, "opts": opts, "close": close}),
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 json!({"type": 6, "data": {"opts": opts, "close": close}, "uid": EMITTER_UID, "nsp": &*e.nsp})
             }
         };
@@ -283,7 +288,7 @@ impl EmitterOperator {
         let opts = json!({"rooms": names(&self.rooms), "except": names(&self.except)});
         let payload = match e.mode {
             Mode::Classic => json!({"type": classic, "opts": opts, "rooms": rooms}),
-            Mode::Sharded => {
+            Mode::Sharded | Mode::Streams => {
                 json!({"type": sharded, "data": {"opts": opts, "rooms": rooms}, "uid": EMITTER_UID, "nsp": &*e.nsp})
             }
         };

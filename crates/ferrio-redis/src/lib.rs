@@ -36,6 +36,7 @@ mod adapter;
 mod codec;
 mod emitter;
 mod link;
+mod streams;
 
 /// The decoders of what other nodes publish, reachable from the fuzz targets in `fuzz/`. Not
 /// an API: anything here may change without notice.
@@ -69,6 +70,10 @@ pub enum Mode {
     /// `createShardedAdapter` (Redis ≥ 7): `SPUBLISH`/`SSUBSCRIBE` with the cluster adapter
     /// message format.
     Sharded,
+    /// `@socket.io/redis-streams-adapter` 0.3 (Redis ≥ 6.2, one server): broadcasts go
+    /// through a capped stream every node reads, sessions are kept in Redis, and a client
+    /// recovers its session on any node, also after its node died.
+    Streams,
 }
 
 /// How a sharded node subscribes to room channels (the reference's `subscriptionMode`).
@@ -90,6 +95,7 @@ pub(crate) struct Options {
     pub subscription_mode: SubscriptionMode,
     pub requests_timeout: Duration,
     pub specific_response_channel: bool,
+    pub streams: streams::StreamOptions,
 }
 
 /// Why connecting failed.
@@ -101,6 +107,9 @@ pub enum ConnectError {
     /// Redis could not be reached.
     #[error(transparent)]
     Unreachable(#[from] LinkError),
+    /// The combination asked for is not available.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 fn resp3_client(url: &str) -> Result<redis::Client, ConnectError> {
@@ -167,6 +176,7 @@ impl RedisAdapterBuilder {
                 subscription_mode: SubscriptionMode::Dynamic,
                 requests_timeout: Duration::from_secs(5),
                 specific_response_channel: false,
+                streams: streams::StreamOptions::default(),
             },
             settings: Settings::default(),
         }
@@ -202,6 +212,27 @@ impl RedisAdapterBuilder {
     /// (`publishOnSpecificResponseChannel`). Default false.
     pub fn publish_on_specific_response_channel(mut self, on: bool) -> Self {
         self.options.specific_response_channel = on;
+        self
+    }
+
+    /// Streams mode: the stream's key (`streamName`, default `socket.io`), the same on
+    /// every node.
+    pub fn stream_name(mut self, name: impl Into<String>) -> Self {
+        self.options.streams.stream = name.into();
+        self
+    }
+
+    /// Streams mode: about how many entries the stream keeps (`maxLen`, default 10,000). A
+    /// client whose offset was trimmed away is told `recovered: false`.
+    pub fn stream_max_len(mut self, entries: usize) -> Self {
+        self.options.streams.max_len = entries.max(1);
+        self
+    }
+
+    /// Streams mode: the prefix of the keys of kept sessions (`sessionKeyPrefix`, default
+    /// `sio:session:`).
+    pub fn session_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.streams.session_prefix = prefix.into();
         self
     }
 
@@ -243,10 +274,24 @@ impl RedisAdapterBuilder {
     /// give to [`ferrio::IoBuilder::adapter`]. From then on the connections repair
     /// themselves.
     pub async fn connect(self) -> Result<RedisAdapterFactory, ConnectError> {
+        let hub = match (&self.address, self.options.mode) {
+            (Address::Single(url), Mode::Streams) => Some(streams::Hub::start(
+                resp3_client(url)?,
+                Arc::new(self.options.streams.clone()),
+                (self.settings.backoff_min, self.settings.backoff_max),
+            )),
+            (Address::Cluster(_), Mode::Streams) => {
+                return Err(ConnectError::InvalidAddress(
+                    "streams mode needs one Redis server, not a Redis Cluster".into(),
+                ));
+            }
+            _ => None,
+        };
         let link = Link::connect(self.address.target()?, self.settings).await?;
         Ok(RedisAdapterFactory {
             link,
             options: Arc::new(self.options),
+            hub,
         })
     }
 }
@@ -256,6 +301,7 @@ impl RedisAdapterBuilder {
 pub struct RedisAdapterFactory {
     link: Arc<Link>,
     options: Arc<Options>,
+    hub: Option<Arc<streams::Hub>>,
 }
 
 impl RedisAdapterFactory {
@@ -267,7 +313,7 @@ impl RedisAdapterFactory {
 
     /// The adapter of one namespace.
     pub fn adapter_for(&self, ctx: &AdapterContext) -> Arc<dyn Adapter> {
-        RedisAdapter::create(ctx, self.link.clone(), self.options.clone())
+        RedisAdapter::create(ctx, self.link.clone(), self.options.clone(), self.hub.clone())
     }
 
     /// The node's Redis counters.

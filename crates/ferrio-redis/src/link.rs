@@ -172,15 +172,41 @@ impl Routes {
     }
 }
 
-/// One message for Redis.
+/// What is told when Redis answered a queued message (or failed).
+pub(crate) type Done = Box<dyn FnOnce(Result<Value, LinkError>) + Send + Sync>;
+
+/// One message for Redis: a `PUBLISH` (`SPUBLISH`) of `payload` to `channel`, or, with
+/// `command`, that command (whose key is `channel`: the pipelines of a cluster are per key).
 pub(crate) struct Outgoing {
     pub sharded: bool,
     pub channel: String,
     pub payload: Bytes,
+    pub command: Option<Cmd>,
     /// What the publish must reach to be confirmed (see [`Reach`]); none for messages that
     /// only some nodes are meant to receive.
     pub reach: Option<ReachKey>,
-    pub done: Option<oneshot::Sender<Result<(), LinkError>>>,
+    pub done: Option<Done>,
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        self.payload.len()
+            + self.channel.len()
+            + self.command.as_ref().map_or(0, |c| c.get_packed_command().len())
+    }
+
+    fn add_to(&self, pipe: &mut redis::Pipeline) {
+        match &self.command {
+            Some(cmd) => {
+                pipe.add_command(cmd.clone());
+            }
+            None => {
+                pipe.cmd(if self.sharded { "SPUBLISH" } else { "PUBLISH" })
+                    .arg(&self.channel)
+                    .arg(&self.payload[..]);
+            }
+        }
+    }
 }
 
 /// Which nodes a confirmed publish must reach: those counted under `key` (the namespace, or
@@ -252,25 +278,25 @@ impl Reach {
 
 /// Exponential backoff with jitter.
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self { min, max, next: min }
     }
 
-    fn step(&mut self) -> Duration {
+    pub(crate) fn step(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let jitter = rand::random_range(0..=base.as_millis() as u64 / 4 + 1);
         base + Duration::from_millis(jitter)
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
 }
@@ -434,19 +460,17 @@ impl Shared {
 
     /// Sends a batch in order: one pipeline (one per channel on a cluster, whose pipelines
     /// must stay within one slot).
-    /// Returns how many subscribers each message reached.
-    async fn send_batch(&self, batch: &[Outgoing]) -> Result<Vec<u64>, LinkError> {
+    /// Returns each message's answer (for a publish, how many subscribers it reached).
+    async fn send_batch(&self, batch: &[Outgoing]) -> Result<Vec<Value>, LinkError> {
         let handle = self.commands.handle().await?;
         let deadline = self.settings.publish_timeout;
         let result = match handle {
             Handle::Standalone(mut conn) => {
                 let mut pipe = redis::pipe();
                 for out in batch {
-                    pipe.cmd(if out.sharded { "SPUBLISH" } else { "PUBLISH" })
-                        .arg(&out.channel)
-                        .arg(&out.payload[..]);
+                    out.add_to(&mut pipe);
                 }
-                tokio::time::timeout(deadline, pipe.query_async::<Vec<u64>>(&mut conn)).await
+                tokio::time::timeout(deadline, pipe.query_async::<Vec<Value>>(&mut conn)).await
             }
             Handle::Cluster(conn) => {
                 // One pipeline per channel; `members` maps each answer back to its message.
@@ -460,22 +484,18 @@ impl Shared {
                         }
                     };
                     let group = &mut groups[idx];
-                    group
-                        .1
-                        .cmd(if out.sharded { "SPUBLISH" } else { "PUBLISH" })
-                        .arg(&out.channel)
-                        .arg(&out.payload[..]);
+                    out.add_to(&mut group.1);
                     group.2.push(i);
                 }
                 let sends = groups.into_iter().map(|(_, pipe, members)| {
                     let mut conn = conn.clone();
                     async move {
-                        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+                        let counts: Vec<Value> = pipe.query_async(&mut conn).await?;
                         Ok::<_, redis::RedisError>((members, counts))
                     }
                 });
                 tokio::time::timeout(deadline, async {
-                    let mut reached = vec![0; batch.len()];
+                    let mut reached = vec![Value::Nil; batch.len()];
                     for r in futures_util::future::join_all(sends).await {
                         let (members, counts) = r?;
                         for (i, n) in members.into_iter().zip(counts) {
@@ -648,9 +668,27 @@ impl Link {
             sharded,
             channel,
             payload: Bytes::from(payload),
+            command: None,
             reach: None,
             done: None,
         })
+    }
+
+    /// Queues a command, in order with the publishes; `done` gets Redis's answer.
+    pub(crate) fn command(&self, key: String, cmd: Cmd, done: Option<Done>) -> Result<(), LinkError> {
+        self.enqueue(Outgoing {
+            sharded: false,
+            channel: key,
+            payload: Bytes::new(),
+            command: Some(cmd),
+            reach: None,
+            done,
+        })
+    }
+
+    /// Runs one command on the command connection (not queued behind publishes).
+    pub(crate) async fn query(&self, cmd: &Cmd) -> Result<Value, LinkError> {
+        self.shared.query(cmd).await
     }
 
     /// Queues a message and waits until Redis took it (or refused it).
@@ -678,8 +716,11 @@ impl Link {
             sharded,
             channel,
             payload: Bytes::from(payload),
+            command: None,
             reach,
-            done: Some(tx),
+            done: Some(Box::new(move |result: Result<Value, LinkError>| {
+                let _ = tx.send(result.map(drop));
+            })),
         })?;
         let deadline = self.shared.settings.publish_timeout * 3;
         Ok(async move {
@@ -697,7 +738,7 @@ impl Link {
             s.counters.publish_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(LinkError::Down("redis unreachable".into()));
         }
-        let size = out.payload.len() + out.channel.len();
+        let size = out.size();
         if s.queued_bytes.fetch_add(size, Ordering::AcqRel) + size > s.settings.queue_bytes {
             s.queued_bytes.fetch_sub(size, Ordering::AcqRel);
             s.counters.publish_rejected.fetch_add(1, Ordering::Relaxed);
@@ -818,7 +859,7 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
                 Err(_) => break,
             }
         }
-        let bytes: usize = batch.iter().map(|o| o.payload.len() + o.channel.len()).sum();
+        let bytes: usize = batch.iter().map(Outgoing::size).sum();
         let mut result = shared.send_batch(&batch).await;
         if matches!(result, Err(LinkError::Down(_))) && shared.commands.was_connected() {
             // The connection died since its last use (Redis restarted): one retry on a new
@@ -862,9 +903,13 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
         }
         for (i, out) in batch.drain(..).enumerate() {
             let outcome = match (&result, &out.reach) {
-                (Ok(reached), Some(reach)) => {
+                (Ok(answers), Some(reach)) => {
+                    let reached = match &answers[i] {
+                        Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+                        _ => 0,
+                    };
                     let mut state = shared.reach.lock();
-                    state.check(&reach.key, reached[i], now).and_then(|()| {
+                    state.check(&reach.key, reached, now).and_then(|()| {
                         match (
                             recount.get(&(out.sharded, reach.count_channel.clone())),
                             state.expected(&reach.key),
@@ -875,15 +920,18 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
                                     expected,
                                 })
                             }
-                            _ => Ok(()),
+                            _ => Ok(answers[i].clone()),
                         }
                     })
                 }
-                (Ok(_), None) => Ok(()),
+                (Ok(answers), None) => match &answers[i] {
+                    Value::ServerError(e) => Err(LinkError::Redis(format!("{e:?}"))),
+                    answer => Ok(answer.clone()),
+                },
                 (Err(e), _) => Err(e.clone()),
             };
             if let Some(done) = out.done {
-                let _ = done.send(outcome);
+                done(outcome);
             }
         }
     }

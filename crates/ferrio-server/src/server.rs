@@ -534,11 +534,14 @@ pub async fn serve_reloadable(
         Some(url) => {
             let mode = match settings.cluster.mode.as_str() {
                 "sharded" => ferrio_redis::Mode::Sharded,
+                "streams" => ferrio_redis::Mode::Streams,
                 _ => ferrio_redis::Mode::Classic,
             };
             let redis = ferrio_redis::RedisAdapter::builder(url.as_str())
                 .key(settings.cluster.key.as_str())
                 .mode(mode)
+                .stream_name(settings.cluster.stream_name.as_str())
+                .stream_max_len(settings.cluster.stream_max_len)
                 .connect()
                 .await?;
             info!(mode = ?mode, key = %settings.cluster.key, "cluster: Redis adapter connected");

@@ -188,6 +188,66 @@ impl fmt::Debug for Sent {
     }
 }
 
+/// A packet read back from a shared log for a session being restored: its entry id (the
+/// offset the client gets) and the broadcast as published, without an offset.
+#[derive(Debug, Clone)]
+pub struct LoggedPacket {
+    pub id: String,
+    pub packet: Packet,
+    pub opts: BroadcastOptions,
+}
+
+/// A disconnected session a [`SessionLog`] gave back.
+#[derive(Debug, Clone)]
+pub struct LoggedSession {
+    pub sid: Sid,
+    pub rooms: Vec<Room>,
+    pub data: Value,
+    /// The recoverable packets after the client's offset that it may need (events without
+    /// an ack, not volatile, for its rooms), and the id of the last entry read; `None` when
+    /// nothing was read (the caller said its own cache holds the offset).
+    pub missed: Option<(Vec<LoggedPacket>, String)>,
+}
+
+/// Why a [`SessionLog`] could not give a session back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRefusal {
+    /// No such session (never kept, expired, already taken).
+    UnknownSession,
+    /// The offset is not an entry id.
+    UnknownOffset,
+    /// The offset is no longer in the log (trimmed): entries after it may be gone too.
+    HistoryTrimmed,
+    /// More than the allowed number of packets were missed.
+    TooManyMissed,
+    /// The log could not be read.
+    Unavailable,
+}
+
+/// Connection-state recovery kept by a cluster adapter in a shared log (the Redis streams
+/// adapter): a broadcast's offset is its entry id in the log, sessions are stored beside it,
+/// and a client recovers on whichever node it reaches. The adapter delivers every logged
+/// broadcast through [`crate::Namespace::deliver_logged`], in log order, also the node's own.
+pub trait SessionLog: Send + Sync + 'static {
+    /// Keeps a socket's state for `ttl`: written when it connects, when its rooms or data
+    /// change and every so often while it is connected (so it survives its node dying), and
+    /// when it disconnects in a way that allows recovery.
+    fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value, ttl: Duration);
+
+    /// Drops a session that must not come back (the client left on purpose).
+    fn forget(&self, pid: Sid);
+
+    /// Takes a session out of the log (once) and, unless `cached` (this node's cache holds
+    /// the offset), reads back what it missed after `offset`, at most `max_missed` packets.
+    fn restore(
+        &self,
+        pid: Sid,
+        offset: String,
+        cached: bool,
+        max_missed: usize,
+    ) -> BoxFuture<'static, Result<LoggedSession, LogRefusal>>;
+}
+
 /// A socket as seen by `fetch_sockets`, on this node or another.
 #[derive(Debug, Clone)]
 pub struct SocketInfo {
@@ -338,6 +398,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// Whether the adapter can reach the rest of the cluster right now (readiness probes).
     fn is_healthy(&self) -> bool {
         true
+    }
+
+    /// A shared log that keeps connection-state recovery for the whole cluster, if the
+    /// adapter has one (then broadcasts reach local sockets through the log, in its order).
+    fn session_log(&self) -> Option<Arc<dyn SessionLog>> {
+        None
     }
 }
 

@@ -158,20 +158,52 @@ impl Client {
         let nsp: Arc<str> = Arc::from(packet.nsp);
         // A client that had a session sends its private id and the offset of the last
         // packet it got.
-        let recovery = match &target {
-            NamespaceTarget::Existing(ns) => ns.recovery(),
+        let existing = match &target {
+            NamespaceTarget::Existing(ns) => Some(ns.clone()),
             NamespaceTarget::OnDemand(_) => None,
         };
-        let restored = recovery.and_then(|recovery| {
-            let pid = auth.get("pid")?.as_str()?;
-            let offset = auth.get("offset")?.as_str()?;
+        let recovery = existing.as_ref().and_then(|ns| ns.recovery());
+        let asks = |key: &str| auth.get(key).and_then(Value::as_str).map(str::to_owned);
+        let asked = recovery.and_then(|_| Some((asks("pid")?, asks("offset")?)));
+        let hook = target.handlers().connect_hook.clone();
+        // A shared log (Redis streams) is asked asynchronously, like a connect hook.
+        if let (Some(ns), Some((pid, offset))) = (&existing, &asked)
+            && let Some(log) = recovery.and_then(|r| r.log()).cloned()
+        {
+            self.nsps.push((nsp.clone(), Slot::Connecting));
+            let request = ConnectRequest {
+                nsp: nsp.clone(),
+                auth: auth.clone(),
+                handshake: self.handshake.clone(),
+            };
+            let (ns, pid, offset, conn) = (ns.clone(), pid.clone(), offset.clone(), conn.clone());
+            tokio::spawn(async move {
+                let claim = restore_logged(&ns, log, pid, offset).await;
+                let skip_hook =
+                    claim.is_some() && ns.recovery().is_some_and(|r| r.config().skip_connect_hook);
+                let outcome = match hook {
+                    Some(hook) if !skip_hook => run_hook(&nsp, hook(request)).await,
+                    _ => Ok(Accepted::default()),
+                };
+                let _ = conn.control(Control::NamespaceConnect(Box::new(NamespaceConnect {
+                    nsp,
+                    auth,
+                    outcome,
+                    restored: claim,
+                })));
+            });
+            return;
+        }
+        // A client that had a session sends its private id and the offset of the last
+        // packet it got.
+        let restored = recovery.zip(asked).and_then(|(recovery, (pid, offset))| {
             recovery
-                .claim(pid, offset)
+                .claim(&pid, &offset)
                 .map_err(|failure| crate::metrics::recovery_failed(&nsp, failure.label()))
                 .ok()
         });
         let skip_hook = restored.is_some() && recovery.is_some_and(|r| r.config().skip_connect_hook);
-        match target.handlers().connect_hook.clone() {
+        match hook {
             Some(hook) if !skip_hook => {
                 self.nsps.push((nsp.clone(), Slot::Connecting));
                 let request = ConnectRequest {
@@ -181,14 +213,7 @@ impl Client {
                 };
                 let conn = conn.clone();
                 tokio::spawn(async move {
-                    // A hook that panics refuses the client instead of leaving it waiting.
-                    let outcome = AssertUnwindSafe(hook(request))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            tracing::error!(nsp = ?nsp, "connect hook panicked");
-                            Err(crate::ConnectError::new("server error"))
-                        });
+                    let outcome = run_hook(&nsp, hook(request)).await;
                     // The session may be gone meanwhile; then nothing is left to accept.
                     let _ = conn.control(Control::NamespaceConnect(Box::new(NamespaceConnect {
                         nsp,
@@ -267,6 +292,9 @@ impl Client {
         }
         crate::metrics::socket_connected(ns.metrics_label());
         tracing::debug!(ns = ns.name(), recovered = socket.recovered(), "socket connected");
+        // A shared log holds the session from the start: it outlives this node.
+        socket.session_changed();
+        ns.start_session_refresh();
         ns.run_connect_handlers(&socket);
         for room in &rejoined {
             ns.run_room_handlers(&socket, room, crate::RoomChange::Joined);
@@ -338,6 +366,42 @@ impl Client {
         let answered = conn.push(EncodedPacket::new(reply).frames(), false).is_ok();
         (socket, rejoined, answered)
     }
+}
+
+/// Runs a connect hook; one that panics refuses the client instead of leaving it waiting.
+async fn run_hook(
+    nsp: &Arc<str>,
+    hook: crate::adapter::BoxFuture<'static, crate::ConnectOutcome>,
+) -> crate::ConnectOutcome {
+    AssertUnwindSafe(hook).catch_unwind().await.unwrap_or_else(|_| {
+        tracing::error!(nsp = ?nsp, "connect hook panicked");
+        Err(crate::ConnectError::new("server error"))
+    })
+}
+
+/// Takes a session back from a shared log, with what it missed; `None` (counted and logged)
+/// when it cannot be.
+async fn restore_logged(
+    ns: &Namespace,
+    log: Arc<dyn crate::SessionLog>,
+    pid: String,
+    offset: String,
+) -> Option<Claim> {
+    let recovery = ns.recovery()?;
+    let claim = match pid.parse::<Sid>() {
+        Err(_) => Err(crate::recovery::Failure::UnknownSession),
+        Ok(pid) => {
+            let cached = recovery.cache_holds(&offset);
+            let max = recovery.config().max_missed_packets;
+            match log.restore(pid, offset.clone(), cached, max).await {
+                Ok(session) => recovery.claim_logged(pid, &offset, session),
+                Err(refusal) => Err(refusal.into()),
+            }
+        }
+    };
+    claim
+        .map_err(|failure| crate::metrics::recovery_failed(ns.name(), failure.label()))
+        .ok()
 }
 
 impl SessionHandler for Client {

@@ -184,6 +184,8 @@ pub(crate) struct NamespaceInner {
     handlers: Arc<Handlers>,
     adapter: Arc<dyn Adapter>,
     next_ack_id: AtomicU64,
+    /// Whether the shared log's session refresh runs.
+    refreshing: std::sync::atomic::AtomicBool,
     ack_timeout: Duration,
     recovery: Option<Recovery>,
 }
@@ -283,6 +285,7 @@ impl Namespace {
             namespace: Arc::new(OnceLock::new()),
         };
         let adapter = factory(&context);
+        let log = adapter.session_log();
         let metrics_label = match (dynamic, &handlers.metrics_label) {
             (false, _) => name.clone(),
             (true, Some(label)) => label.clone(),
@@ -296,8 +299,9 @@ impl Namespace {
             handlers,
             adapter,
             next_ack_id: AtomicU64::new(0),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             ack_timeout,
-            recovery: recovery.map(Recovery::new),
+            recovery: recovery.map(|config| Recovery::with_log(config, log)),
         }));
         let _ = context.namespace.set(Arc::downgrade(&ns.0));
         ns
@@ -390,6 +394,10 @@ impl Namespace {
         deliver: impl FnOnce(&EncodedPacket) -> R,
     ) -> R {
         match (&self.0.recovery, id, opts.flags.volatile) {
+            // The shared log gives the offset; the adapter delivers it in the log's order.
+            (Some(recovery), None, false) if recovery.log().is_some() => {
+                deliver(&EncodedPacket::event(self.name(), event, payload, None))
+            }
             (Some(recovery), None, false) => recovery.record(
                 |offset| {
                     let mut payload = payload;
@@ -442,6 +450,71 @@ impl Namespace {
             opts,
             |packet| local.broadcast(packet, opts),
         )
+    }
+
+    /// Whether a direct emit to one socket must go through the adapter's shared log (to be
+    /// recoverable on any node) rather than straight to the socket.
+    pub(crate) fn logs_direct_emits(&self, id: Option<u64>, volatile: bool) -> bool {
+        id.is_none() && !volatile && self.0.recovery.as_ref().is_some_and(|r| r.log().is_some())
+    }
+
+    /// Delivers an entry of a shared log (for cluster adapters with a [`crate::SessionLog`]):
+    /// to this node's sockets in `opts`' rooms, in log order, each entry once. With recovery
+    /// on, an event without an ack that is not volatile gets the entry id `id` as its offset
+    /// and is kept in this node's cache. Returns how many local sockets it was queued for.
+    pub fn deliver_logged(&self, id: &str, packet: Packet, opts: &crate::BroadcastOptions) -> usize {
+        let local = self.0.adapter.local();
+        let (Some(recovery), Some(key)) = (&self.0.recovery, crate::recovery::parse_log_id(id)) else {
+            return local.broadcast(&EncodedPacket::new(packet), opts);
+        };
+        let eligible = matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent)
+            && packet.id.is_none()
+            && !opts.flags.volatile
+            && matches!(packet.data, Some(Value::Array(_)));
+        if eligible {
+            let mut packet = packet;
+            if let Some(Value::Array(args)) = &mut packet.data {
+                args.push(Value::String(id.to_owned()));
+            }
+            let keep = EncodedPacket::new(packet).with_offset();
+            recovery.record_logged(key, opts, Some(keep), |p| {
+                p.map_or(0, |p| local.broadcast(p, opts))
+            })
+        } else {
+            let plain = EncodedPacket::new(packet);
+            recovery.record_logged(key, opts, None, |_| local.broadcast(&plain, opts))
+        }
+    }
+
+    /// For cluster adapters with a shared log: reading it broke, and entries may have been
+    /// lost to this node (the log was trimmed past where it was reading).
+    pub fn log_broke(&self) {
+        if let Some(recovery) = &self.0.recovery {
+            recovery.log_broke();
+        }
+    }
+
+    /// With recovery kept in a shared log: from the first connection on, rewrites every
+    /// local socket's state there every `refresh_interval`, so the sessions of a node that
+    /// dies stay recoverable for `max_disconnection_duration`.
+    pub(crate) fn start_session_refresh(&self) {
+        let Some(recovery) = &self.0.recovery else { return };
+        if recovery.log().is_none() || self.0.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let every = recovery.refresh_interval();
+        let ns = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(ns) = ns.upgrade().map(Namespace) else {
+                    return;
+                };
+                for socket in ns.adapter().local().select(&crate::BroadcastOptions::default()) {
+                    socket.session_changed();
+                }
+            }
+        });
     }
 
     fn hosts_socket(&self, room: &str) -> bool {

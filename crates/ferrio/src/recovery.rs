@@ -12,13 +12,14 @@
 //! (`recovered: false`) instead of memory growing.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::adapter::{BroadcastOptions, EncodedPacket, Room};
+use crate::adapter::{BroadcastOptions, EncodedPacket, Room, SessionLog};
 use crate::{CloseReason, DisconnectReason, Sid};
 
 /// Recovery settings (the reference's `connectionStateRecovery`).
@@ -67,8 +68,22 @@ pub(crate) fn is_recoverable(reason: DisconnectReason) -> bool {
     )
 }
 
+/// Where a packet sits in the namespace's order: `(0, n)` for offsets this node gives out,
+/// `(ms, seq)` for entries of a shared log (a Redis stream id).
+type Key = (u64, u64);
+
+/// Parses a shared log's entry id (`<ms>-<seq>`, as Redis streams write them).
+pub fn parse_log_id(text: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = text.split_once('-')?;
+    if ms.is_empty() || seq.is_empty() || !ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+#[derive(Debug)]
 struct StoredPacket {
-    offset: u64,
+    offset: Key,
     at: Instant,
     rooms: smallvec::SmallVec<[Room; 1]>,
     except: smallvec::SmallVec<[Room; 1]>,
@@ -100,6 +115,21 @@ pub(crate) enum Failure {
     /// This node's feed from the rest of the cluster broke during the session's absence, so
     /// it cannot know what it missed.
     ClusterGap,
+    /// The shared session store (Redis) could not be asked.
+    Unavailable,
+}
+
+impl From<crate::adapter::LogRefusal> for Failure {
+    fn from(refusal: crate::adapter::LogRefusal) -> Self {
+        use crate::adapter::LogRefusal;
+        match refusal {
+            LogRefusal::UnknownSession => Failure::UnknownSession,
+            LogRefusal::UnknownOffset => Failure::UnknownOffset,
+            LogRefusal::HistoryTrimmed => Failure::HistoryTrimmed,
+            LogRefusal::TooManyMissed => Failure::TooManyMissed,
+            LogRefusal::Unavailable => Failure::Unavailable,
+        }
+    }
 }
 
 impl Failure {
@@ -110,6 +140,7 @@ impl Failure {
             Failure::HistoryTrimmed => "history_trimmed",
             Failure::TooManyMissed => "too_many_missed",
             Failure::ClusterGap => "cluster_gap",
+            Failure::Unavailable => "unavailable",
         }
     }
 }
@@ -119,10 +150,13 @@ impl Failure {
 #[derive(Debug)]
 pub(crate) struct Claim {
     pid: Sid,
-    offset: u64,
+    offset: Key,
     sid: Sid,
     rooms: Vec<Room>,
     data: Value,
+    /// Shared log only: the packets read back from it after the offset, and the last entry
+    /// read (`None`: the offset is in this node's cache, nothing was read).
+    read: Option<(Vec<StoredPacket>, Key)>,
 }
 
 /// What a successful restore gives back.
@@ -150,10 +184,27 @@ struct Store {
     gap_open: bool,
     /// The first offset recorded after the cluster feed last came back: a session whose
     /// offset is older may have missed what other nodes sent meanwhile.
-    gap_end: Option<u64>,
+    gap_end: Option<Key>,
+    /// Shared log only: the last entry delivered here, and the newest entry that may be
+    /// missing from the cache (trimmed, or lost to a break in reading the log).
+    delivered: Option<Key>,
+    horizon: Option<Key>,
 }
 
 impl Store {
+    fn keep(&mut self, offset: Key, opts: &BroadcastOptions, packet: &EncodedPacket, at: Instant) {
+        let bytes = packet.wire_len();
+        self.packets.push_back(StoredPacket {
+            offset,
+            at,
+            rooms: opts.rooms.clone(),
+            except: opts.except.clone(),
+            packet: packet.clone(),
+            bytes,
+        });
+        self.bytes += bytes;
+    }
+
     fn retain(&mut self, session: &Session) {
         let own = Room::from(session.sid.as_str());
         for room in session.rooms.iter().chain(std::iter::once(&own)) {
@@ -186,6 +237,10 @@ pub(crate) struct Recovery {
     /// Distinguishes this process's offsets from a previous one's (and another node's).
     epoch: String,
     store: Mutex<Store>,
+    /// Sessions and packets kept by the cluster adapter in a shared log (Redis streams):
+    /// offsets are the log's entry ids, sessions live there, and the store above is this
+    /// node's cache of what it delivered.
+    log: Option<Arc<dyn SessionLog>>,
 }
 
 impl std::fmt::Debug for Recovery {
@@ -197,12 +252,44 @@ impl std::fmt::Debug for Recovery {
 }
 
 impl Recovery {
+    #[cfg(test)]
     pub(crate) fn new(config: RecoveryConfig) -> Self {
+        Self::with_log(config, None)
+    }
+
+    pub(crate) fn with_log(config: RecoveryConfig, log: Option<Arc<dyn SessionLog>>) -> Self {
         let epoch = format!("{:016x}", rand::random::<u64>());
         Self {
             config,
             epoch,
             store: Mutex::new(Store::default()),
+            log,
+        }
+    }
+
+    /// The shared log, when the cluster adapter keeps recovery.
+    pub(crate) fn log(&self) -> Option<&Arc<dyn SessionLog>> {
+        self.log.as_ref()
+    }
+
+    /// How often a connected socket's state is written again to the shared log.
+    pub(crate) fn refresh_interval(&self) -> Duration {
+        (self.config.max_disconnection_duration / 4).max(Duration::from_secs(1))
+    }
+
+    /// Writes a connected socket's state to the shared log (it lives on past the node's
+    /// death for at least `max_disconnection_duration`).
+    pub(crate) fn write_through(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value) {
+        if let Some(log) = &self.log {
+            let ttl = self.config.max_disconnection_duration + self.refresh_interval();
+            log.persist(pid, sid, rooms, data, ttl);
+        }
+    }
+
+    /// A socket left for good: its session must not come back.
+    pub(crate) fn forget(&self, pid: Sid) {
+        if let Some(log) = &self.log {
+            log.forget(pid);
         }
     }
 
@@ -214,12 +301,12 @@ impl Recovery {
         format!("{}-{offset:x}", self.epoch)
     }
 
-    fn parse_offset(&self, text: &str) -> Option<u64> {
+    fn parse_offset(&self, text: &str) -> Option<Key> {
         let (epoch, n) = text.split_once('-')?;
         if epoch != self.epoch {
             return None;
         }
-        u64::from_str_radix(n, 16).ok()
+        u64::from_str_radix(n, 16).ok().map(|n| (0, n))
     }
 
     /// Appends an offset to an event's arguments, keeps the packet, and hands it to `deliver`
@@ -237,16 +324,7 @@ impl Recovery {
         let offset = store.next_offset;
         store.next_offset += 1;
         let packet = build(self.offset_text(offset));
-        let bytes = packet.wire_len();
-        store.packets.push_back(StoredPacket {
-            offset,
-            at: now,
-            rooms: opts.rooms.clone(),
-            except: opts.except.clone(),
-            packet: packet.clone(),
-            bytes,
-        });
-        store.bytes += bytes;
+        store.keep((0, offset), opts, &packet, now);
         self.trim(&mut store, now);
         deliver(&packet)
     }
@@ -268,7 +346,7 @@ impl Recovery {
         let mut store = self.store.lock();
         if store.gap_open {
             store.gap_open = false;
-            store.gap_end = Some(store.next_offset);
+            store.gap_end = Some((0, store.next_offset));
         }
     }
 
@@ -279,6 +357,7 @@ impl Recovery {
             if too_old || store.packets.len() > self.config.max_packets || store.bytes > self.config.max_bytes
             {
                 store.bytes -= front.bytes;
+                store.horizon = Some(front.offset);
                 store.packets.pop_front();
             } else {
                 break;
@@ -299,6 +378,10 @@ impl Recovery {
 
     /// Keeps a disconnected socket's state under its private id.
     pub(crate) fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value) {
+        if let Some(log) = &self.log {
+            log.persist(pid, sid, rooms, data, self.config.max_disconnection_duration);
+            return;
+        }
         let now = Instant::now();
         let mut store = self.store.lock();
         store.take_session(&pid);
@@ -331,23 +414,24 @@ impl Recovery {
             sid: session.sid,
             rooms: session.rooms,
             data: session.data,
+            read: None,
         })
     }
 
     /// Whether everything after `offset` is still here and nothing bypassed the store.
-    fn check(&self, store: &Store, offset: u64) -> Result<usize, Failure> {
-        if offset >= store.next_offset {
+    fn check(&self, store: &Store, offset: Key) -> Result<usize, Failure> {
+        if offset >= (0, store.next_offset) {
             return Err(Failure::UnknownOffset);
         }
         if store.gap_open || store.gap_end.is_some_and(|end| offset < end) {
             return Err(Failure::ClusterGap);
         }
         // The offset itself must still be stored: otherwise packets after it may be gone.
-        let first = store.packets.front().map_or(store.next_offset, |p| p.offset);
+        let first = store.packets.front().map_or((0, store.next_offset), |p| p.offset);
         if offset < first {
             return Err(Failure::HistoryTrimmed);
         }
-        Ok((offset - first) as usize)
+        Ok((offset.1 - first.1) as usize)
     }
 
     /// Collects what a claimed session missed and hands it to `attach` while no packet of the
@@ -358,7 +442,25 @@ impl Recovery {
         let now = Instant::now();
         let mut store = self.store.lock();
         self.trim(&mut store, now);
-        let result = self.check(&store, claim.offset).and_then(|start| {
+        let result = if self.log.is_some() {
+            self.collect_logged(&store, &claim)
+        } else {
+            self.collect_local(&store, &claim)
+        };
+        let result = result.map(|missed| Restored {
+            sid: claim.sid,
+            pid: claim.pid,
+            rooms: claim.rooms,
+            data: claim.data,
+            missed,
+        });
+        let out = attach(result);
+        drop(store);
+        out
+    }
+
+    fn collect_local(&self, store: &Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
+        self.check(store, claim.offset).and_then(|start| {
             let own = Room::from(claim.sid.as_str());
             let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
             let mut missed = Vec::new();
@@ -372,17 +474,140 @@ impl Recovery {
                 }
             }
             Ok(missed)
-        });
-        let result = result.map(|missed| Restored {
-            sid: claim.sid,
-            pid: claim.pid,
-            rooms: claim.rooms,
-            data: claim.data,
-            missed,
-        });
-        let out = attach(result);
-        drop(store);
-        out
+        })
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Shared log (the cluster adapter keeps sessions and packets)
+
+    /// Delivers an entry of the shared log, in log order: `deliver` gets the packet to keep
+    /// (with its id as offset) when there is one, `None` to deliver the entry as it is. An
+    /// entry at or before the last one delivered is skipped (0).
+    pub(crate) fn record_logged(
+        &self,
+        id: (u64, u64),
+        opts: &BroadcastOptions,
+        keep: Option<EncodedPacket>,
+        deliver: impl FnOnce(Option<&EncodedPacket>) -> usize,
+    ) -> usize {
+        let now = Instant::now();
+        let mut store = self.store.lock();
+        if store.delivered.is_some_and(|d| id <= d) {
+            return 0;
+        }
+        store.delivered = Some(id);
+        let Some(packet) = keep else {
+            return deliver(None);
+        };
+        store.keep(id, opts, &packet, now);
+        self.trim(&mut store, now);
+        deliver(Some(&packet))
+    }
+
+    /// Reading the shared log broke and entries up to the current end may never have been
+    /// delivered here: the cache no longer proves anything older.
+    pub(crate) fn log_broke(&self) {
+        let mut store = self.store.lock();
+        store.horizon = store.horizon.max(store.delivered);
+    }
+
+    /// Whether this node's cache holds the entry `offset` (and so everything after it that
+    /// was delivered here): a restore then needs nothing read back from the log.
+    pub(crate) fn cache_holds(&self, offset: &str) -> bool {
+        let Some(key) = parse_log_id(offset) else {
+            return false;
+        };
+        let store = self.store.lock();
+        store.horizon.is_none_or(|h| h < key) && store.packets.iter().any(|p| p.offset == key)
+    }
+
+    /// A claim on a session the shared log gave back.
+    pub(crate) fn claim_logged(
+        &self,
+        pid: Sid,
+        offset: &str,
+        session: crate::adapter::LoggedSession,
+    ) -> Result<Claim, Failure> {
+        let offset = parse_log_id(offset).ok_or(Failure::UnknownOffset)?;
+        let read = match session.missed {
+            Some((packets, until)) => {
+                let until = parse_log_id(&until).ok_or(Failure::UnknownOffset)?;
+                let mut kept = Vec::with_capacity(packets.len());
+                for p in packets {
+                    let id = parse_log_id(&p.id).ok_or(Failure::UnknownOffset)?;
+                    let mut packet = p.packet;
+                    if let Some(Value::Array(args)) = &mut packet.data {
+                        args.push(Value::String(p.id));
+                    }
+                    let packet = EncodedPacket::new(packet);
+                    kept.push(StoredPacket {
+                        offset: id,
+                        at: Instant::now(),
+                        rooms: p.opts.rooms,
+                        except: p.opts.except,
+                        bytes: packet.wire_len(),
+                        packet,
+                    });
+                }
+                Some((kept, until))
+            }
+            None => None,
+        };
+        Ok(Claim {
+            pid,
+            offset,
+            sid: session.sid,
+            rooms: session.rooms,
+            data: session.data,
+            read,
+        })
+    }
+
+    /// [`Recovery::resume`] for a shared log: what was read back from the log up to what
+    /// this node delivered, then this node's cache after it.
+    fn collect_logged(&self, store: &Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
+        let own = Room::from(claim.sid.as_str());
+        let wanted = |p: &StoredPacket| {
+            let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
+            (p.rooms.is_empty() || in_rooms(&p.rooms)) && !in_rooms(&p.except)
+        };
+        // Nothing delivered yet: the log's end is where this node is.
+        let delivered = store.delivered.unwrap_or((0, 0));
+        let mut missed = Vec::new();
+        let mut push = |p: &StoredPacket| {
+            if missed.len() == self.config.max_missed_packets {
+                return Err(Failure::TooManyMissed);
+            }
+            missed.push(p.packet.clone());
+            Ok(())
+        };
+        let from = match &claim.read {
+            Some((read, until)) => {
+                // Entries read but not yet delivered here reach the socket live, after it
+                // joins its rooms.
+                for p in read.iter().filter(|p| p.offset <= delivered && wanted(p)) {
+                    push(p)?;
+                }
+                (*until).max(claim.offset)
+            }
+            None => claim.offset,
+        };
+        if delivered > from {
+            if store.horizon.is_some_and(|h| h > from) {
+                return Err(Failure::HistoryTrimmed);
+            }
+            if claim.read.is_none() && !store.packets.iter().any(|p| p.offset == claim.offset) {
+                return Err(Failure::HistoryTrimmed);
+            }
+            for p in store
+                .packets
+                .iter()
+                .filter(|p| p.offset > from && p.offset <= delivered && wanted(p))
+            {
+                push(p)?;
+            }
+        }
+        Ok(missed)
     }
 
     #[cfg(test)]

@@ -286,6 +286,18 @@ impl Socket {
     /// Replaces the socket's data.
     pub fn set_data(&self, data: Value) {
         *self.0.data.lock() = data;
+        self.session_changed();
+    }
+
+    /// With recovery kept in a shared log, writes the socket's state there.
+    pub(crate) fn session_changed(&self) {
+        if let (Some(recovery), Some(pid)) = (self.0.ns.recovery(), self.0.pid)
+            && recovery.log().is_some()
+            && self.connected()
+        {
+            let rooms = self.0.ns.adapter().socket_rooms(self.id());
+            recovery.write_through(pid, self.id(), rooms, self.data());
+        }
     }
 
     /// A typed value attached by the connect hook or by [`Socket::insert_extension`].
@@ -362,6 +374,18 @@ impl Socket {
             },
             ..Default::default()
         };
+        if self.0.ns.logs_direct_emits(id, volatile) {
+            // Through the shared log, which gives the offset and delivers it back here.
+            let adapter = self.0.ns.adapter();
+            return self
+                .0
+                .ns
+                .encode_and(event, payload, id, &opts, |packet| {
+                    adapter.broadcast(packet, &opts)
+                })
+                .map(drop)
+                .map_err(|_| SendError::Closed);
+        }
         self.0
             .ns
             .encode_and(event, payload, id, &opts, |packet| self.deliver(packet, volatile))
@@ -417,6 +441,9 @@ impl Socket {
             return;
         }
         let joined = self.0.ns.adapter().add_all(self.id(), rooms.into_rooms());
+        if !joined.is_empty() {
+            self.session_changed();
+        }
         for room in &joined {
             self.0.ns.run_room_handlers(self, room, RoomChange::Joined);
         }
@@ -425,6 +452,9 @@ impl Socket {
     /// Leaves a room.
     pub fn leave(&self, room: impl Into<Room>) {
         let left = self.0.ns.adapter().del(self.id(), &room.into());
+        if !left.is_empty() {
+            self.session_changed();
+        }
         for room in &left {
             self.0.ns.run_room_handlers(self, room, RoomChange::Left);
         }
@@ -467,11 +497,13 @@ impl Socket {
         if !self.0.connected.swap(false, Ordering::AcqRel) {
             return;
         }
-        if let (Some(recovery), Some(pid)) = (self.0.ns.recovery(), self.0.pid)
-            && crate::recovery::is_recoverable(reason)
-        {
-            let rooms = self.0.ns.adapter().socket_rooms(self.id());
-            recovery.persist(pid, self.id(), rooms, self.data());
+        if let (Some(recovery), Some(pid)) = (self.0.ns.recovery(), self.0.pid) {
+            if crate::recovery::is_recoverable(reason) {
+                let rooms = self.0.ns.adapter().socket_rooms(self.id());
+                recovery.persist(pid, self.id(), rooms, self.data());
+            } else {
+                recovery.forget(pid);
+            }
         }
         crate::metrics::socket_disconnected(self.0.ns.metrics_label());
         let left = self.0.ns.adapter().del_all(self.id());

@@ -40,6 +40,7 @@ use serde_json::{Value, json};
 enum ModeArg {
     Classic,
     Sharded,
+    Streams,
 }
 
 #[derive(Debug, Parser)]
@@ -205,6 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = match args.mode {
         ModeArg::Classic => Mode::Classic,
         ModeArg::Sharded => Mode::Sharded,
+        ModeArg::Streams => Mode::Streams,
     };
     let builder = if args.cluster.is_empty() {
         RedisAdapter::builder(args.redis.clone())

@@ -1,15 +1,18 @@
 'use strict';
-// A Node.js Socket.IO node of a Redis-backed cluster (socket.io 4.8.4 + @socket.io/redis-adapter):
-// the reference side of the mixed Node/ferrio cluster tests. It offers the same events as
-// ferrio's examples/redis-cluster node with --cluster-events, so a test can drive either.
+// A Node.js Socket.IO node of a Redis-backed cluster (socket.io 4.8.4 + @socket.io/redis-adapter,
+// or @socket.io/redis-streams-adapter 0.3.1 in streams mode): the reference side of the mixed
+// Node/ferrio cluster tests. It offers the same events as ferrio's examples/redis-cluster node
+// with --cluster-events, so a test can drive either.
 //
-//   node node-server.js --listen 127.0.0.1:0 --redis redis://127.0.0.1:6379 [--mode classic|sharded] [--key socket.io]
+//   node node-server.js --listen 127.0.0.1:0 --redis redis://127.0.0.1:6379
+//        [--mode classic|sharded|streams] [--key socket.io] [--recovery MS]
 //
 // Prints "listening on 127.0.0.1:<port>" once ready.
 
 const http = require('node:http');
 const { Server } = require('socket.io');
 const { createAdapter, createShardedAdapter } = require('@socket.io/redis-adapter');
+const { createAdapter: createStreamsAdapter } = require('@socket.io/redis-streams-adapter');
 const { createClient } = require('redis');
 
 function arg(name, fallback) {
@@ -26,11 +29,16 @@ async function main() {
   const sub = pub.duplicate();
   for (const c of [pub, sub]) c.on('error', () => { /* reconnects by itself */ });
   await Promise.all([pub.connect(), sub.connect()]);
-  const adapter = mode === 'sharded'
-    ? createShardedAdapter(pub, sub, { channelPrefix: key })
-    : createAdapter(pub, sub, { key });
+  let adapter;
+  if (mode === 'streams') adapter = createStreamsAdapter(pub, { channelPrefix: key });
+  else if (mode === 'sharded') adapter = createShardedAdapter(pub, sub, { channelPrefix: key });
+  else adapter = createAdapter(pub, sub, { key });
+  const recovery = arg('recovery', null);
   const server = http.createServer();
-  const io = new Server(server, { adapter });
+  const io = new Server(server, {
+    adapter,
+    ...(recovery ? { connectionStateRecovery: { maxDisconnectionDuration: Number(recovery) } } : {}),
+  });
   let myPort = 0;
   const select = (room) => (room ? io.in(room) : io);
 

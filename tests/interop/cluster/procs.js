@@ -126,8 +126,9 @@ function ferrioBinary() {
 }
 
 /** A Node.js node. */
-async function startNodeNode({ redis, mode = 'classic', key = 'socket.io' }) {
-  const child = spawn(process.execPath, [NODE_SERVER, '--listen', '127.0.0.1:0', '--redis', redis, '--mode', mode, '--key', key], {
+async function startNodeNode({ redis, mode = 'classic', key = 'socket.io', recovery = null }) {
+  const extra = recovery ? ['--recovery', String(recovery)] : [];
+  const child = spawn(process.execPath, [NODE_SERVER, '--listen', '127.0.0.1:0', '--redis', redis, '--mode', mode, '--key', key, ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const handle = track(child, 'node');

@@ -2,6 +2,7 @@
 //! started by each test on free ports, ferrio nodes served in-process, raw WebSocket
 //! clients. The mixed Node/ferrio cluster and nginx tests live in `tests/interop`.
 
+mod client_recovery;
 mod cluster;
 mod faults;
 mod redis_cluster;

@@ -302,6 +302,16 @@ pub async fn serve(io: Io, redis: RedisAdapterFactory) -> Node {
 
 /// A node on `url` in `mode` whose `/` is declared by `declare`.
 pub async fn node(url: &str, mode: Mode, declare: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Node {
+    node_with(url, mode, Config::default(), declare).await
+}
+
+/// [`node`] with a configuration of its own.
+pub async fn node_with(
+    url: &str,
+    mode: Mode,
+    config: Config,
+    declare: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder,
+) -> Node {
     let redis = RedisAdapter::builder(url)
         .mode(mode)
         .requests_timeout(Duration::from_secs(2))
@@ -311,7 +321,7 @@ pub async fn node(url: &str, mode: Mode, declare: impl FnOnce(NamespaceBuilder) 
         .connect()
         .await
         .expect("connect to redis");
-    let io = Io::builder(Config::default())
+    let io = Io::builder(config)
         .adapter(redis.factory())
         .ns("/", declare)
         .build();

@@ -74,9 +74,15 @@ pub struct ClusterSettings {
     /// Channel prefix, the same on every node.
     #[serde(deserialize_with = "values::text")]
     pub key: String,
-    /// `classic` or `sharded` (Redis >= 7), the same on every node.
+    /// `classic`, `sharded` (Redis >= 7) or `streams` (Redis >= 6.2; recovery on any node),
+    /// the same on every node.
     #[serde(deserialize_with = "values::text")]
     pub mode: String,
+    /// Streams mode: the stream's key (`streamName` of the reference), the same on every node.
+    #[serde(deserialize_with = "values::text")]
+    pub stream_name: String,
+    /// Streams mode: about how many entries the stream keeps (`maxLen`).
+    pub stream_max_len: usize,
     /// This node's name in `/api/stats` (default: the host name).
     #[serde(
         deserialize_with = "values::opt_text",
@@ -91,6 +97,8 @@ impl Default for ClusterSettings {
             redis_url: None,
             key: "socket.io".into(),
             mode: "classic".into(),
+            stream_name: "socket.io".into(),
+            stream_max_len: 10_000,
             node_id: None,
         }
     }
@@ -142,11 +150,14 @@ impl RecoverySettings {
 
 /// Checks of the operations sections.
 pub fn validate(cluster: &ClusterSettings, api: &ApiSettings) -> Result<(), (&'static str, String)> {
-    if !matches!(cluster.mode.as_str(), "classic" | "sharded") {
+    if !matches!(cluster.mode.as_str(), "classic" | "sharded" | "streams") {
         return Err((
             "cluster.mode",
-            format!("{:?} is not `classic` or `sharded`", cluster.mode),
+            format!("{:?} is not `classic`, `sharded` or `streams`", cluster.mode),
         ));
+    }
+    if cluster.stream_max_len == 0 {
+        return Err(("cluster.stream_max_len", "must be positive".into()));
     }
     if api.keys.iter().any(|k| k.len() < 16) {
         return Err(("api.keys", "every key must be at least 16 characters".into()));

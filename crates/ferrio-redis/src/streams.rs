@@ -1,0 +1,662 @@
+//! The format of `@socket.io/redis-streams-adapter` 0.3 ([`crate::Mode::Streams`]).
+//!
+//! * Broadcasts without an ack and `socketsJoin`/`socketsLeave`/`disconnectSockets` are
+//!   appended to one stream (`XADD <stream> MAXLEN ~ <max_len> * uid <uid> nsp <nsp> type <n>
+//!   data <data>`); `data` is JSON, or base64 of msgpack when it carries binary. Every node
+//!   reads the stream (`XREAD`) from where it last was, so a node that lost Redis for a while
+//!   catches up instead of missing what was appended meanwhile.
+//! * A broadcast's entry id is its recovery offset, the same on every node.
+//! * A disconnected session is kept under `<prefix><pid>` as base64 of msgpack
+//!   `{sid, pid, rooms, data}` with a TTL (`PX`); any node takes it back (`GETDEL`) and reads
+//!   what the client missed from the stream (`XRANGE`).
+//! * Requests and their answers (fetch sockets, server-side emits, broadcasts with acks) use
+//!   pub/sub on `<key>#<nsp>#` and `<key>#<nsp>#<uid>#`, in the cluster adapter's message
+//!   format, always msgpack.
+//!
+//! ferrio delivers its own broadcasts to its own sockets when it reads them back from the
+//! stream, like everyone else's: so every node delivers in the stream's order, and the offset a
+//! client holds marks exactly what it got.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ferrio::adapter::BoxFuture;
+use ferrio::{LogRefusal, LoggedPacket, LoggedSession, Room, SessionLog, Sid};
+use parking_lot::RwLock;
+use redis::aio::ConnectionLike;
+use redis::{AsyncConnectionConfig, Value};
+use rmpv::Value as Mp;
+use serde_json::Value as Json;
+use tokio::sync::watch;
+
+use crate::adapter::{Body, RedisAdapter, options_from};
+use crate::codec::{self, DecodeError};
+use crate::link::{Backoff, Link};
+
+/// Message types whose `data` is msgpack (base64 in the stream) when it holds binary.
+const BINARY_TYPES: [u64; 5] = [3, 8, 9, 10, 12];
+
+/// Where a restore stops reading the stream: calls of [`READ_CHUNK`] entries.
+const MAX_RESTORE_READS: usize = 100;
+const READ_CHUNK: usize = 1000;
+
+/// The stream settings of a node.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamOptions {
+    pub stream: String,
+    pub max_len: usize,
+    pub read_count: usize,
+    pub block: Duration,
+    pub session_prefix: String,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            stream: "socket.io".into(),
+            max_len: 10_000,
+            read_count: 100,
+            block: Duration::from_secs(5),
+            session_prefix: "sio:session:".into(),
+        }
+    }
+}
+
+/// The `XADD` of one message.
+pub(crate) fn xadd(opts: &StreamOptions, uid: &str, nsp: &str, kind: u64, data: &Mp) -> redis::Cmd {
+    let data = if BINARY_TYPES.contains(&kind) && codec::has_binary(data) {
+        BASE64.encode(codec::encode(data))
+    } else {
+        codec::to_json(data).to_string()
+    };
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(&opts.stream)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(opts.max_len)
+        .arg("*")
+        .arg("uid")
+        .arg(uid)
+        .arg("nsp")
+        .arg(nsp)
+        .arg("type")
+        .arg(kind.to_string())
+        .arg("data")
+        .arg(data);
+    cmd
+}
+
+/// One entry of the stream.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub id: String,
+    pub uid: String,
+    pub nsp: String,
+    pub kind: u64,
+    pub data: Option<Body>,
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Decodes an entry `[id, [field, value, ...]]`.
+pub(crate) fn parse_entry(value: &Value) -> Result<Entry, DecodeError> {
+    let bad = |what: &str| DecodeError(format!("stream entry: {what}"));
+    let Value::Array(pair) = value else {
+        return Err(bad("not an array"));
+    };
+    let id = pair.first().and_then(text).ok_or_else(|| bad("no id"))?;
+    let flat: Vec<Value>;
+    let fields: &[Value] = match pair.get(1) {
+        Some(Value::Array(f)) => f,
+        Some(Value::Map(m)) => {
+            flat = m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+            &flat
+        }
+        _ => return Err(bad("no fields")),
+    };
+    let mut entry = Entry {
+        id,
+        uid: String::new(),
+        nsp: String::new(),
+        kind: 0,
+        data: None,
+    };
+    for kv in fields.chunks(2) {
+        let [k, v] = kv else { break };
+        let key = text(k).unwrap_or_default();
+        match key.as_str() {
+            "uid" => entry.uid = text(v).unwrap_or_default(),
+            "nsp" => entry.nsp = text(v).unwrap_or_default(),
+            "type" => {
+                entry.kind = text(v)
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| bad("bad type"))?
+            }
+            "data" => {
+                let raw = match v {
+                    Value::BulkString(b) => b.clone(),
+                    other => text(other).unwrap_or_default().into_bytes(),
+                };
+                entry.data = Some(if raw.first() == Some(&b'{') {
+                    Body::Json(serde_json::from_slice(&raw).map_err(|e| DecodeError(e.to_string()))?)
+                } else {
+                    let bytes = BASE64.decode(&raw).map_err(|e| DecodeError(e.to_string()))?;
+                    Body::Mp(codec::decode(&bytes)?)
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(entry)
+}
+
+fn is_entry(value: &Value) -> bool {
+    match value {
+        Value::Array(p) if p.len() == 2 => {
+            text(&p[0]).is_some_and(|t| parse_id(&t).is_some())
+                && match &p[1] {
+                    Value::Array(fields) => fields.iter().all(|f| !matches!(f, Value::Array(_))),
+                    Value::Map(_) => true,
+                    _ => false,
+                }
+        }
+        _ => false,
+    }
+}
+
+/// The entries of an `XRANGE` answer, or of the streams of an `XREAD` answer.
+fn entries_in(value: &Value) -> Vec<&Value> {
+    match value {
+        // XRANGE: [[id, fields], ...]
+        Value::Array(items) if items.iter().all(is_entry) => items.iter().collect(),
+        // XREAD (RESP2): [[stream, [[id, fields], ...]], ...]
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(p) if p.len() == 2 => Some(&p[1]),
+                _ => None,
+            })
+            .flat_map(entries_in)
+            .collect(),
+        // XREAD (RESP3): {stream: [[id, fields], ...]}
+        Value::Map(streams) => streams.iter().flat_map(|(_, v)| entries_in(v)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The id after `id` (`XRANGE` bounds are inclusive).
+fn next_id(id: (u64, u64)) -> String {
+    match id.1.checked_add(1) {
+        Some(seq) => format!("{}-{seq}", id.0),
+        None => format!("{}-0", id.0 + 1),
+    }
+}
+
+fn parse_id(text: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = text.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Whether a broadcast to `opts` reaches a session in `rooms` (its own id among them).
+fn reaches(rooms: &[Room], opts: &ferrio::BroadcastOptions) -> bool {
+    (opts.rooms.is_empty() || opts.rooms.iter().any(|r| rooms.contains(r)))
+        && !opts.except.iter().any(|r| rooms.contains(r))
+}
+
+/// Sessions and missed packets of one namespace, in Redis.
+pub(crate) struct StreamLog {
+    pub link: Arc<Link>,
+    pub opts: Arc<StreamOptions>,
+    pub nsp: String,
+}
+
+impl StreamLog {
+    fn key(&self, pid: Sid) -> String {
+        format!("{}{}", self.opts.session_prefix, pid.as_str())
+    }
+}
+
+fn session_value(pid: Sid, sid: Sid, rooms: &[Room], data: &Json) -> String {
+    let mut all = vec![Mp::from(sid.as_str())];
+    all.extend(
+        rooms
+            .iter()
+            .filter(|r| r.as_ref() != sid.as_str())
+            .map(|r| Mp::from(r.as_ref())),
+    );
+    let session = Mp::Map(vec![
+        (Mp::from("sid"), Mp::from(sid.as_str())),
+        (Mp::from("pid"), Mp::from(pid.as_str())),
+        (Mp::from("rooms"), Mp::Array(all)),
+        (Mp::from("data"), codec::from_json(data)),
+    ]);
+    BASE64.encode(codec::encode(&session))
+}
+
+fn parse_session(raw: &[u8]) -> Option<(Sid, Vec<Room>, Json)> {
+    let bytes = BASE64.decode(raw).ok()?;
+    let session = codec::decode(&bytes).ok()?;
+    let sid: Sid = codec::get(&session, "sid")?.as_str()?.parse().ok()?;
+    let rooms = match codec::get(&session, "rooms") {
+        Some(Mp::Array(rooms)) => rooms
+            .iter()
+            .filter_map(Mp::as_str)
+            .filter(|r| *r != sid.as_str())
+            .map(Room::from)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let data = codec::get(&session, "data")
+        .map(codec::to_json)
+        .unwrap_or(Json::Null);
+    Some((sid, rooms, data))
+}
+
+impl SessionLog for StreamLog {
+    fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Json, ttl: Duration) {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(pid))
+            .arg(session_value(pid, sid, &rooms, &data))
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        if let Err(e) = self.link.command(self.key(pid), cmd, None) {
+            tracing::warn!(error = e.to_string(), "a session could not be kept in redis");
+        }
+    }
+
+    fn forget(&self, pid: Sid) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(pid));
+        let _ = self.link.command(self.key(pid), cmd, None);
+    }
+
+    fn restore(
+        &self,
+        pid: Sid,
+        offset: String,
+        cached: bool,
+        max_missed: usize,
+    ) -> BoxFuture<'static, Result<LoggedSession, LogRefusal>> {
+        let link = self.link.clone();
+        let opts = self.opts.clone();
+        let nsp = self.nsp.clone();
+        let key = self.key(pid);
+        Box::pin(async move {
+            let down = |_| LogRefusal::Unavailable;
+            let raw = link.query(redis::cmd("GETDEL").arg(&key)).await.map_err(down)?;
+            let raw = match raw {
+                Value::BulkString(b) => b,
+                Value::SimpleString(s) => s.into_bytes(),
+                _ => return Err(LogRefusal::UnknownSession),
+            };
+            let (sid, rooms, data) = parse_session(&raw).ok_or(LogRefusal::UnknownSession)?;
+            let from = parse_id(&offset).ok_or(LogRefusal::UnknownOffset)?;
+            let missed = if cached {
+                None
+            } else {
+                // The offset must still be in the stream: otherwise entries after it may
+                // have been trimmed.
+                let probe = link
+                    .query(redis::cmd("XRANGE").arg(&opts.stream).arg(&offset).arg(&offset))
+                    .await
+                    .map_err(down)?;
+                if entries_in(&probe).is_empty() {
+                    return Err(LogRefusal::HistoryTrimmed);
+                }
+                let mut own = rooms.clone();
+                own.push(Room::from(sid.as_str()));
+                let mut packets = Vec::new();
+                let mut until = from;
+                for _ in 0..MAX_RESTORE_READS {
+                    let answer = link
+                        .query(
+                            redis::cmd("XRANGE")
+                                .arg(&opts.stream)
+                                .arg(next_id(until))
+                                .arg("+")
+                                .arg("COUNT")
+                                .arg(READ_CHUNK),
+                        )
+                        .await
+                        .map_err(down)?;
+                    let entries = entries_in(&answer);
+                    if entries.is_empty() {
+                        break;
+                    }
+                    for value in entries {
+                        let Ok(entry) = parse_entry(value) else { continue };
+                        if let Some(id) = parse_id(&entry.id) {
+                            until = id;
+                        }
+                        if entry.nsp != nsp || entry.kind != 3 {
+                            continue;
+                        }
+                        let Some(missed) = recoverable(&entry, &nsp) else {
+                            continue;
+                        };
+                        if reaches(&own, &missed.opts) {
+                            if packets.len() == max_missed {
+                                return Err(LogRefusal::TooManyMissed);
+                            }
+                            packets.push(missed);
+                        }
+                    }
+                }
+                Some((packets, format!("{}-{}", until.0, until.1)))
+            };
+            Ok(LoggedSession {
+                sid,
+                rooms,
+                data,
+                missed,
+            })
+        })
+    }
+}
+
+/// A broadcast entry a session may get back: an event without an ack, not volatile.
+fn recoverable(entry: &Entry, nsp: &str) -> Option<LoggedPacket> {
+    let data = entry.data.as_ref()?;
+    let json = data.json();
+    if json.get("requestId").is_some() {
+        return None;
+    }
+    let packet = data.member(&["packet"])?.packet(nsp).ok()?;
+    let opts = options_from(json.get("opts"));
+    let event = matches!(
+        packet.kind,
+        ferrio::proto::socket::PacketType::Event | ferrio::proto::socket::PacketType::BinaryEvent
+    );
+    (event && packet.id.is_none() && !opts.flags.volatile && matches!(packet.data, Some(Json::Array(_))))
+        .then(|| LoggedPacket {
+            id: entry.id.clone(),
+            packet,
+            opts,
+        })
+}
+
+/// The namespaces' adapters of a node, and the task that reads the stream for them.
+pub(crate) struct Hub {
+    opts: Arc<StreamOptions>,
+    adapters: RwLock<HashMap<String, Weak<RedisAdapter>>>,
+    _stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("stream", &self.opts.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub(crate) fn start(
+        client: redis::Client,
+        opts: Arc<StreamOptions>,
+        backoff: (Duration, Duration),
+    ) -> Arc<Self> {
+        let (stop, stopped) = watch::channel(false);
+        let hub = Arc::new(Self {
+            opts,
+            adapters: RwLock::new(HashMap::new()),
+            _stop: stop,
+        });
+        tokio::spawn(run_reader(Arc::downgrade(&hub), client, backoff, stopped));
+        hub
+    }
+
+    pub(crate) fn options(&self) -> &Arc<StreamOptions> {
+        &self.opts
+    }
+
+    pub(crate) fn register(&self, nsp: &str, adapter: Weak<RedisAdapter>) {
+        self.adapters.write().insert(nsp.to_owned(), adapter);
+    }
+
+    pub(crate) fn unregister(&self, nsp: &str) {
+        let mut adapters = self.adapters.write();
+        if adapters.get(nsp).is_some_and(|a| a.strong_count() == 0) {
+            adapters.remove(nsp);
+        }
+    }
+
+    fn adapter(&self, nsp: &str) -> Option<Arc<RedisAdapter>> {
+        self.adapters.read().get(nsp)?.upgrade()
+    }
+
+    fn each(&self, f: impl Fn(&RedisAdapter)) {
+        let adapters: Vec<_> = self.adapters.read().values().filter_map(Weak::upgrade).collect();
+        for adapter in adapters {
+            f(&adapter);
+        }
+    }
+}
+
+/// The id of the first entry `cmd` (`XRANGE` or `XREVRANGE`) gives between `bounds`.
+async fn edge(
+    conn: &mut impl ConnectionLike,
+    cmd: &str,
+    stream: &str,
+    bounds: (&str, &str),
+) -> redis::RedisResult<Option<String>> {
+    let answer = conn
+        .req_packed_command(
+            redis::cmd(cmd)
+                .arg(stream)
+                .arg(bounds.0)
+                .arg(bounds.1)
+                .arg("COUNT")
+                .arg(1),
+        )
+        .await?;
+    Ok(entries_in(&answer)
+        .first()
+        .and_then(|e| parse_entry(e).ok())
+        .map(|e| e.id))
+}
+
+/// Reads the stream from where it last was, forever: every entry goes to its namespace's
+/// adapter, in order.
+async fn run_reader(
+    hub: Weak<Hub>,
+    client: redis::Client,
+    (min, max): (Duration, Duration),
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(min, max);
+    let mut last: Option<String> = None;
+    let mut down_since: Option<tokio::time::Instant> = None;
+    loop {
+        let Some(opts) = hub.upgrade().map(|h| h.opts.clone()) else {
+            return;
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(opts.block + Duration::from_secs(5)));
+        let connected = tokio::select! {
+            c = client.get_multiplexed_async_connection_with_config(&config) => c,
+            _ = stop.changed() => return,
+        };
+        let mut conn = match connected {
+            Ok(conn) => conn,
+            Err(e) => {
+                if down_since.is_none() {
+                    down_since = Some(tokio::time::Instant::now());
+                    tracing::warn!(error = e.to_string(), "redis stream reader disconnected");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.step()) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        // Where to read from: where this node was, or the end of the stream on the first
+        // connection. If the stream was trimmed past where this node was, entries are lost
+        // to it: recovery caches cannot prove anything older.
+        let Ok(oldest) = edge(&mut conn, "XRANGE", &opts.stream, ("-", "+")).await else {
+            continue;
+        };
+        match &last {
+            Some(at) => {
+                let lost = oldest.as_deref().and_then(parse_id).is_some_and(|oldest| {
+                    parse_id(at).is_some_and(|at| oldest > (at.0, at.1.saturating_add(1)))
+                });
+                if lost {
+                    tracing::warn!(
+                        "the redis stream was trimmed past this node's position: entries were lost to it"
+                    );
+                    if let Some(hub) = hub.upgrade() {
+                        hub.each(RedisAdapter::stream_broke);
+                    }
+                }
+            }
+            None => {
+                let Ok(newest) = edge(&mut conn, "XREVRANGE", &opts.stream, ("+", "-")).await else {
+                    continue;
+                };
+                last = Some(newest.unwrap_or_else(|| "0-0".to_owned()));
+            }
+        }
+        if let Some(since) = down_since.take() {
+            tracing::info!(
+                down_ms = since.elapsed().as_millis() as u64,
+                "redis stream reader reconnected; reading on from where it was"
+            );
+        }
+        backoff.reset();
+        loop {
+            let at = last.clone().unwrap_or_else(|| "$".into());
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(opts.read_count)
+                .arg("BLOCK")
+                .arg(opts.block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&opts.stream)
+                .arg(&at);
+            let answer = tokio::select! {
+                a = conn.req_packed_command(&cmd) => a,
+                _ = stop.changed() => return,
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    down_since = Some(tokio::time::Instant::now());
+                    tracing::warn!(error = e.to_string(), "redis stream reader disconnected");
+                    break;
+                }
+            };
+            let Some(hub) = hub.upgrade() else { return };
+            for value in entries_in(&answer) {
+                match parse_entry(value) {
+                    Ok(entry) => {
+                        last = Some(entry.id.clone());
+                        if entry.nsp.is_empty() {
+                            continue;
+                        }
+                        if let Some(adapter) = hub.adapter(&entry.nsp) {
+                            adapter.on_stream_entry(entry);
+                        }
+                    }
+                    Err(e) => {
+                        if let Value::Array(pair) = value
+                            && let Some(id) = pair.first().and_then(text)
+                        {
+                            last = Some(id);
+                        }
+                        tracing::debug!(error = e.to_string(), "ignored a malformed stream entry");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.step()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_step_and_parse() {
+        assert_eq!(next_id((5, 1)), "5-2");
+        assert_eq!(next_id((5, u64::MAX)), "6-0");
+        assert_eq!(parse_id("1796422564719-0"), Some((1796422564719, 0)));
+        assert_eq!(parse_id("x-0"), None);
+    }
+
+    #[test]
+    fn sessions_round_trip_in_the_references_shape() {
+        let (pid, sid) = (Sid::random(), Sid::random());
+        let value = session_value(pid, sid, &[Room::from("a")], &serde_json::json!({"k": 1}));
+        let (back_sid, rooms, data) = parse_session(value.as_bytes()).unwrap();
+        assert_eq!(back_sid, sid);
+        assert_eq!(rooms, vec![Room::from("a")]);
+        assert_eq!(data, serde_json::json!({"k": 1}));
+        // The reference keeps the socket's own id among the rooms.
+        let raw = codec::decode(&BASE64.decode(value).unwrap()).unwrap();
+        let listed = codec::to_json(codec::get(&raw, "rooms").unwrap());
+        assert_eq!(listed, serde_json::json!([sid.as_str(), "a"]));
+    }
+
+    #[test]
+    fn entries_decode_json_and_base64_msgpack() {
+        let field = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let json = Value::Array(vec![
+            field("1-0"),
+            Value::Array(vec![
+                field("uid"),
+                field("f2b28024d9039499"),
+                field("nsp"),
+                field("/"),
+                field("type"),
+                field("3"),
+                field("data"),
+                field(
+                    r#"{"packet":{"type":2,"data":["ev",1]},"opts":{"rooms":["room"],"except":[],"flags":{}}}"#,
+                ),
+            ]),
+        ]);
+        let entry = parse_entry(&json).unwrap();
+        assert_eq!((entry.kind, entry.nsp.as_str()), (3, "/"));
+        let missed = recoverable(&entry, "/").unwrap();
+        assert_eq!(missed.packet.data, Some(serde_json::json!(["ev", 1])));
+        assert_eq!(missed.opts.rooms.as_slice(), &[Room::from("room")]);
+        // Binary: base64 of msgpack, as the reference writes it.
+        let binary = Value::Array(vec![
+            field("2-0"),
+            Value::Array(vec![
+                field("uid"),
+                field("x"),
+                field("nsp"),
+                field("/"),
+                field("type"),
+                field("3"),
+                field("data"),
+                field(
+                    "gqZwYWNrZXSCpHR5cGUCpGRhdGGSo2JpbsQDAQIDpG9wdHODpXJvb21zkaRyb29tpmV4Y2VwdJGlb3RoZXKlZmxhZ3OA",
+                ),
+            ]),
+        ]);
+        let entry = parse_entry(&binary).unwrap();
+        let missed = recoverable(&entry, "/").unwrap();
+        assert_eq!(
+            missed.packet.attachments,
+            vec![bytes::Bytes::from_static(&[1, 2, 3])]
+        );
+        assert_eq!(missed.opts.except.as_slice(), &[Room::from("other")]);
+    }
+}
