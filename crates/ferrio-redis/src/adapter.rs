@@ -1,7 +1,8 @@
 //! [`RedisAdapter`]: one namespace's adapter. It delivers locally through ferrio's
 //! [`LocalAdapter`] and speaks the reference's message formats to the other nodes: the
-//! classic `@socket.io/redis-adapter` format (see [`crate::wire::classic`]) or the cluster
-//! adapter format of `createShardedAdapter` (see [`crate::wire::sharded`]).
+//! classic `@socket.io/redis-adapter` format, the cluster adapter format of
+//! `createShardedAdapter`, or that format over a stream as `@socket.io/redis-streams-adapter`
+//! (see [`crate::streams`]).
 //!
 //! Two deviations from the reference that are invisible on the wire:
 //! * classic `socketsJoin`/`socketsLeave`/`disconnectSockets` are applied to local sockets

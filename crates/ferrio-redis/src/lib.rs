@@ -1,7 +1,8 @@
 //! ferrio-redis: runs ferrio on several nodes that share a Redis, speaking the exact wire
 //! format of Node's `@socket.io/redis-adapter` 8.x (classic pub/sub, or sharded pub/sub as
-//! `createShardedAdapter`) and accepting what `@socket.io/redis-emitter` publishes, so
-//! ferrio nodes and Node.js nodes can serve one cluster.
+//! `createShardedAdapter`) or `@socket.io/redis-streams-adapter` 0.3 (a capped stream, sessions
+//! in Redis), and accepting what `@socket.io/redis-emitter` publishes, so ferrio nodes and
+//! Node.js nodes can serve one cluster.
 //!
 //! ```no_run
 //! use ferrio::{Config, Io};
@@ -28,7 +29,9 @@
 //!   works on a Redis Cluster (`SSUBSCRIBE`/`SPUBLISH` follow the slot owner).
 //! * Delivery across nodes is at most once: while Redis is down, restarting or paused,
 //!   publishes fail fast and are counted in [`Stats`], local delivery goes on, and what
-//!   other nodes miss is not replayed.
+//!   other nodes miss is not replayed (in [`Mode::Streams`] a node reads the stream on from
+//!   where it was). [`ferrio::BroadcastOperator::emit_confirmed`] tells whether the cluster
+//!   has a message.
 //! * [`Emitter`] publishes from a process that has no sockets (a Rust backend), like
 //!   `@socket.io/redis-emitter`.
 
