@@ -283,6 +283,9 @@ pub struct RedisAdapter {
 /// How often lingering room channels are checked.
 const LINGER_SWEEP: Duration = Duration::from_secs(5);
 
+/// Room channels kept subscribed for disconnected sessions, at most, per namespace.
+const MAX_LINGERING: usize = 10_000;
+
 impl fmt::Debug for RedisAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisAdapter")
@@ -418,18 +421,38 @@ impl RedisAdapter {
         if self.retains(room) {
             // A session that may come back is in it: its broadcasts must keep arriving, to be
             // replayed. Unsubscribed once nobody needs it (see `sweep_lingering`).
-            let first = {
+            let (first, full) = {
                 let mut lingering = self.lingering.lock();
                 let first = lingering.is_empty();
-                lingering.insert(room.clone());
-                first
+                let full = lingering.len() >= MAX_LINGERING;
+                if !full {
+                    lingering.insert(room.clone());
+                }
+                (first, full)
             };
-            if first {
-                self.start_sweeper();
+            if !full {
+                if first {
+                    self.start_sweeper();
+                }
+                return;
             }
-            return;
+            // Past the bound, the channel goes: the sessions kept here can no longer prove
+            // they miss nothing, and are told so (a gap in the feed).
+            if let Some(ns) = self.ctx.namespace() {
+                ns.cluster_feed(ferrio::ClusterFeed::Lost);
+                ns.cluster_feed(ferrio::ClusterFeed::Restored);
+            }
         }
+        self.unsubscribe_room(room);
+    }
+
+    /// Unsubscribes a room channel, unless a socket joined it meanwhile (then the channel is
+    /// wanted again at once).
+    fn unsubscribe_room(&self, room: &Room) {
         self.link.unsubscribe(SubKind::Shard, &self.room_channel(room));
+        if self.local.has_room(room) {
+            self.on_room_created(room);
+        }
     }
 
     /// Unsubscribes lingering room channels that neither a local socket nor a kept session
@@ -443,7 +466,7 @@ impl RedisAdapter {
             if self.retains(room) {
                 return true;
             }
-            self.link.unsubscribe(SubKind::Shard, &self.room_channel(room));
+            self.unsubscribe_room(room);
             false
         });
         !lingering.is_empty()
@@ -522,6 +545,7 @@ impl RedisAdapter {
         let reach = Some(ReachKey {
             key: channel.clone(),
             count_channel: channel.clone(),
+            node_channel: None,
         });
         self.link
             .publish_receipt(self.sharded(), channel, payload, reach)
@@ -1318,9 +1342,9 @@ impl<T> Drop for RemoveOnDrop<'_, T> {
 }
 
 impl Inbound for RedisAdapter {
-    fn on_feed(&self, up: bool) {
+    fn on_feed(&self, state: ferrio::ClusterFeed) {
         if let Some(ns) = self.ctx.namespace() {
-            ns.cluster_feed(up);
+            ns.cluster_feed(state);
         }
     }
 
@@ -1436,11 +1460,19 @@ impl Adapter for RedisAdapter {
         // Every classic node subscribes to the namespace's pattern and its request channel
         // on one connection; a sharded room channel counts its own subscribers.
         let reach = match self.opts.mode {
+            // On a Redis Cluster a PUBLISH counts the subscribers of the shard that owns
+            // the channel only: each channel has its own count there.
             Mode::Classic => ReachKey {
-                key: self.channels.main.clone(),
+                key: if self.link.is_cluster() {
+                    channel.clone()
+                } else {
+                    self.channels.main.clone()
+                },
                 count_channel: self.channels.request.clone(),
+                node_channel: None,
             },
             Mode::Sharded | Mode::Streams => ReachKey {
+                node_channel: (channel != self.channels.main).then(|| self.channels.main.clone()),
                 key: channel.clone(),
                 count_channel: channel.clone(),
             },

@@ -24,6 +24,8 @@ use redis::{AsyncConnectionConfig, Cmd, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use ferrio::ClusterFeed;
+
 /// Why a Redis operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -122,9 +124,8 @@ pub(crate) enum SubKind {
 pub(crate) trait Inbound: Send + Sync + 'static {
     fn on_message(&self, route: RouteKind, channel: &str, payload: &[u8]);
 
-    /// The subscriber connection broke (`false`: what other nodes publish is being missed)
-    /// or is subscribed to every channel again (`true`).
-    fn on_feed(&self, _up: bool) {}
+    /// The subscriber connection's state changed (see [`ferrio::ClusterFeed`]).
+    fn on_feed(&self, _state: ferrio::ClusterFeed) {}
 }
 
 /// What a channel carries, for the adapter that owns it.
@@ -210,34 +211,56 @@ impl Outgoing {
 }
 
 /// Which nodes a confirmed publish must reach: those counted under `key` (the namespace, or
-/// a sharded room channel), who are also the subscribers of `count_channel`.
+/// a sharded room channel), who are also the subscribers of `count_channel`. For a sharded
+/// room channel, `node_channel` is the namespace's channel, which every node of the namespace
+/// subscribes to: it tells a node that left the room from a node that lost its connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ReachKey {
     pub key: String,
     pub count_channel: String,
+    pub node_channel: Option<String>,
 }
 
 /// How long after Redis answers again a publish must still reach as many nodes as before
 /// the outage to be confirmed.
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// How long a lower subscriber count must last before it is taken as nodes having left
+/// rather than reconnecting: longer than a reconnection and resubscription takes.
+const DROP_HOLD: Duration = Duration::from_secs(2);
+
 /// Bound of the subscriber counts remembered (one per namespace, or room channel when
-/// sharded).
+/// sharded); past it the least recently used go.
 const MAX_REACH_KEYS: usize = 16_384;
 
-/// What confirms a publish after an outage: Redis answers a PUBLISH with how many
-/// subscribers got it. In normal operation that count follows nodes coming and going. From a
-/// failure until `SETTLE` after the first publish that succeeds again, the count remembered
-/// from before the failure is the bar: a publish that reaches fewer nodes went out while
-/// some were still resubscribing, and is not confirmed. In that window the count is also
-/// asked again, one round trip after the publish: Redis may have counted a subscriber
-/// connection that its node had already given up (and not yet seen it close), and the
-/// second count no longer includes it.
+/// What confirms a publish: Redis answers a PUBLISH with how many subscribers got it.
+///
+/// * A count lower than the one seen before may mean a node lost its subscriber connection
+///   and is resubscribing: the publish is not confirmed. Only when the lower count has held
+///   for [`DROP_HOLD`] is it taken as nodes having left. (For a sharded room channel, a
+///   lower count while the namespace's channel keeps its count is a node leaving the room,
+///   taken at once.)
+/// * From this node's own failure until [`SETTLE`] after its first publish that succeeds
+///   again, the count from before the failure is the bar, and the count is also asked again
+///   one round trip after the publish: Redis may have counted a subscriber connection that
+///   its node had already given up (and not yet seen it close).
 #[derive(Default)]
 struct Reach {
-    seen: HashMap<String, u64>,
+    seen: HashMap<String, (u64, Instant)>,
+    dropped: HashMap<String, Instant>,
     failed: bool,
     settle_until: Option<Instant>,
+}
+
+/// The verdict on one publish's count.
+enum Verdict {
+    Reached,
+    /// Fewer nodes than expected: `dropped` when not settling (maybe a node that left).
+    Short {
+        reached: u64,
+        expected: u64,
+        dropped: bool,
+    },
 }
 
 impl Reach {
@@ -251,30 +274,100 @@ impl Reach {
     }
 
     fn expected(&self, key: &str) -> Option<u64> {
-        self.seen.get(key).copied()
+        self.seen.get(key).map(|(n, _)| *n)
     }
 
-    fn check(&mut self, key: &str, reached: u64, now: Instant) -> Result<(), LinkError> {
+    fn remember(&mut self, key: &str, count: u64, now: Instant) {
+        if self.seen.len() >= MAX_REACH_KEYS && !self.seen.contains_key(key) {
+            // Forget the quarter used least recently.
+            let mut ages: Vec<Instant> = self.seen.values().map(|(_, at)| *at).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 4];
+            self.seen.retain(|_, (_, at)| *at > cutoff);
+            self.dropped.retain(|k, _| self.seen.contains_key(k));
+        }
+        self.seen.insert(key.to_owned(), (count, now));
+    }
+
+    /// Takes a lower count as the new normal (nodes left).
+    fn accept(&mut self, key: &str, count: u64, now: Instant) {
+        self.dropped.remove(key);
+        self.remember(key, count, now);
+    }
+
+    fn check(&mut self, key: &str, reached: u64, now: Instant) -> Verdict {
         if std::mem::take(&mut self.failed) {
             self.settle_until = Some(now + SETTLE);
         }
         let settling = self.settle_until.is_some_and(|until| now < until);
-        let expected = self.seen.get(key).copied();
-        if settling
-            && let Some(expected) = expected
-            && reached < expected
-        {
-            return Err(LinkError::Incomplete { reached, expected });
-        }
-        if !settling || reached > expected.unwrap_or(0) {
-            if self.seen.len() >= MAX_REACH_KEYS && !self.seen.contains_key(key) {
-                self.seen.clear();
+        match self.expected(key) {
+            Some(expected) if reached < expected => {
+                if settling {
+                    return Verdict::Short {
+                        reached,
+                        expected,
+                        dropped: false,
+                    };
+                }
+                let since = *self.dropped.entry(key.to_owned()).or_insert(now);
+                if now.duration_since(since) >= DROP_HOLD {
+                    self.accept(key, reached, now);
+                    return Verdict::Reached;
+                }
+                Verdict::Short {
+                    reached,
+                    expected,
+                    dropped: true,
+                }
             }
-            self.seen.insert(key.to_owned(), reached);
+            expected => {
+                self.dropped.remove(key);
+                if !settling || reached > expected.unwrap_or(0) {
+                    self.remember(key, reached, now);
+                } else if let Some(entry) = self.seen.get_mut(key) {
+                    entry.1 = now;
+                }
+                Verdict::Reached
+            }
         }
-        Ok(())
     }
 }
+
+/// `PUBSUB NUMSUB` (or `SHARDNUMSUB`) of several channels in one command, without touching
+/// the publisher's state (a slow answer here must not count as Redis failing).
+async fn count_subscribers(
+    shared: &Shared,
+    sharded: bool,
+    channels: &[String],
+) -> Option<HashMap<String, u64>> {
+    if channels.is_empty() {
+        return Some(HashMap::new());
+    }
+    let mut cmd = redis::cmd("PUBSUB");
+    cmd.arg(if sharded { "SHARDNUMSUB" } else { "NUMSUB" });
+    for channel in channels {
+        cmd.arg(channel.as_str());
+    }
+    let handle = shared.commands.handle().await.ok()?;
+    let answer = match handle {
+        Handle::Standalone(mut conn) => {
+            tokio::time::timeout(shared.settings.publish_timeout, conn.req_packed_command(&cmd)).await
+        }
+        Handle::Cluster(mut conn) => {
+            tokio::time::timeout(shared.settings.publish_timeout, conn.req_packed_command(&cmd)).await
+        }
+    };
+    let value = answer.ok()?.ok()?;
+    Some(
+        channels
+            .iter()
+            .map(|c| (c.clone(), count_in(&value, c) as u64))
+            .collect(),
+    )
+}
+
+/// Distinct channels recounted per batch at most; the others are not confirmed meanwhile.
+const MAX_RECOUNT: usize = 64;
 
 /// Exponential backoff with jitter.
 #[derive(Debug)]
@@ -523,8 +616,8 @@ impl Shared {
         result
     }
 
-    /// Tells every adapter that the feed broke or is whole again.
-    fn feed(&self, up: bool) {
+    /// Tells every adapter how the feed is.
+    fn feed(&self, state: ferrio::ClusterFeed) {
         let targets: Vec<Arc<dyn Inbound>> = {
             let routes = self.routes.read();
             let mut seen = HashSet::new();
@@ -536,7 +629,7 @@ impl Shared {
                 .collect()
         };
         for target in targets {
-            target.on_feed(up);
+            target.on_feed(state);
         }
     }
 
@@ -785,6 +878,11 @@ impl Link {
         }
     }
 
+    /// Whether the node talks to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.shared.target, Target::Cluster(_))
+    }
+
     /// Whether the subscriber is up and subscribed to every channel wanted so far.
     pub(crate) fn is_synced(&self) -> bool {
         self.shared.subscriber_up.load(Ordering::Acquire)
@@ -882,47 +980,90 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
         }
         let now = Instant::now();
         // After an outage, every channel is counted again one round trip later.
-        let mut recount: HashMap<(bool, String), u64> = HashMap::new();
-        if result.is_ok() && shared.reach.lock().settling(now) {
-            for out in &batch {
+        // After an outage, every channel is counted again one round trip later (one command
+        // per kind); a lower count on a sharded room channel is checked against its
+        // namespace's channel.
+        let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(batch.len());
+        let settling = shared.reach.lock().settling(now);
+        let mut wanted: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        if let Ok(answers) = &result {
+            let mut state = shared.reach.lock();
+            for (i, out) in batch.iter().enumerate() {
+                let verdict = out.reach.as_ref().map(|reach| {
+                    let reached = match &answers[i] {
+                        Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+                        _ => 0,
+                    };
+                    state.check(&reach.key, reached, now)
+                });
                 if let Some(reach) = &out.reach {
-                    recount
-                        .entry((out.sharded, reach.count_channel.clone()))
-                        .or_default();
+                    let list = &mut wanted[usize::from(out.sharded)];
+                    if settling && !list.contains(&reach.count_channel) {
+                        list.push(reach.count_channel.clone());
+                    }
+                    if let (Some(Verdict::Short { dropped: true, .. }), Some(node)) =
+                        (&verdict, &reach.node_channel)
+                        && !list.contains(node)
+                    {
+                        list.push(node.clone());
+                    }
                 }
+                verdicts.push(verdict);
             }
-            for ((sharded, channel), n) in recount.iter_mut() {
-                let mut cmd = redis::cmd("PUBSUB");
-                cmd.arg(if *sharded { "SHARDNUMSUB" } else { "NUMSUB" })
-                    .arg(channel.as_str());
-                *n = match shared.query(&cmd).await {
-                    Ok(value) => count_in(&value, channel) as u64,
-                    Err(_) => 0,
-                };
+        }
+        let mut counted: [Option<HashMap<String, u64>>; 2] = [None, None];
+        for (sharded, list) in wanted.iter_mut().enumerate() {
+            if !list.is_empty() {
+                list.truncate(MAX_RECOUNT);
+                counted[sharded] = count_subscribers(&shared, sharded == 1, list).await;
             }
         }
         for (i, out) in batch.drain(..).enumerate() {
             let outcome = match (&result, &out.reach) {
                 (Ok(answers), Some(reach)) => {
-                    let reached = match &answers[i] {
-                        Value::Int(n) => u64::try_from(*n).unwrap_or(0),
-                        _ => 0,
-                    };
+                    let counts = counted[usize::from(out.sharded)].as_ref();
                     let mut state = shared.reach.lock();
-                    state.check(&reach.key, reached, now).and_then(|()| {
-                        match (
-                            recount.get(&(out.sharded, reach.count_channel.clone())),
-                            state.expected(&reach.key),
-                        ) {
-                            (Some(&counted), Some(expected)) if counted < expected => {
-                                Err(LinkError::Incomplete {
-                                    reached: counted,
-                                    expected,
-                                })
+                    match verdicts[i].take() {
+                        Some(Verdict::Short {
+                            reached,
+                            expected,
+                            dropped: true,
+                        }) => {
+                            // A node that left the room keeps the namespace's channel.
+                            let node = reach.node_channel.as_ref();
+                            let now_count = node.and_then(|n| counts.and_then(|c| c.get(n)).copied());
+                            match (node, now_count) {
+                                (Some(node), Some(count))
+                                    if state.expected(node).is_none_or(|e| count >= e) =>
+                                {
+                                    state.remember(node, count, now);
+                                    state.accept(&reach.key, reached, now);
+                                    Ok(answers[i].clone())
+                                }
+                                _ => Err(LinkError::Incomplete { reached, expected }),
                             }
-                            _ => Ok(answers[i].clone()),
                         }
-                    })
+                        Some(Verdict::Short {
+                            reached, expected, ..
+                        }) => Err(LinkError::Incomplete { reached, expected }),
+                        _ if settling => {
+                            match (
+                                counts.and_then(|c| c.get(&reach.count_channel)),
+                                state.expected(&reach.key),
+                            ) {
+                                (Some(&counted), Some(expected)) if counted < expected => {
+                                    Err(LinkError::Incomplete {
+                                        reached: counted,
+                                        expected,
+                                    })
+                                }
+                                // Not recounted (past the cap, or the count failed).
+                                (None, Some(expected)) => Err(LinkError::Incomplete { reached: 0, expected }),
+                                _ => Ok(answers[i].clone()),
+                            }
+                        }
+                        _ => Ok(answers[i].clone()),
+                    }
                 }
                 (Ok(answers), None) => match &answers[i] {
                     Value::ServerError(e) => Err(LinkError::Redis(format!("{e:?}"))),
@@ -1078,6 +1219,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         first = false;
         let mut subscribed: HashSet<(SubKind, String)> = HashSet::new();
         let mut missed_pings = 0;
+        let mut cluster_repair = false;
         let why: String = 'session: loop {
             let (wanted, generation) = {
                 let routes = shared.routes.read();
@@ -1110,7 +1252,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 // Whole again: the publisher is checked at once rather than at the next
                 // health tick, so publishing resumes with the feed.
                 let _ = shared.query(&redis::cmd("PING")).await;
-                shared.feed(true);
+                shared.feed(ClusterFeed::Restored);
                 tracing::info!(
                     down_ms = since.elapsed().as_millis() as u64,
                     "redis subscriber connection restored and resubscribed"
@@ -1119,6 +1261,18 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tokio::select! {
                 _ = shared.routes_changed.notified() => {}
                 _ = lost.notified(), if !is_cluster => break 'session "connection closed".to_owned(),
+                _ = lost.notified(), if is_cluster => {
+                    // A cluster connection reconnects and resubscribes a node by itself: what
+                    // was published meanwhile is lost all the same. Whole again once the next
+                    // health check passes.
+                    if !cluster_repair {
+                        cluster_repair = true;
+                        shared.subscriber_up.store(false, Ordering::Release);
+                        shared.reach.lock().failure();
+                        shared.feed(ClusterFeed::Lost);
+                        tracing::warn!("a redis cluster node's subscriber connection was lost: messages from other nodes are missed until it is back");
+                    }
+                }
                 _ = tokio::time::sleep(s.health_interval) => {
                     let alive = matches!(tokio::time::timeout(s.publish_timeout, conn.ping()).await, Ok(Ok(())));
                     // Finds a dead publisher connection (and Redis coming back) without
@@ -1127,8 +1281,23 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     // A connection that does not answer for a while is not given up at
                     // once: while it is open, Redis still delivers to it once it can (a
                     // paused Redis, a short partition), and nothing is missed. A closed one
-                    // is noticed at once (above).
-                    missed_pings = if alive { 0 } else { missed_pings + 1 };
+                    // is noticed at once (above). Meanwhile the feed is suspect.
+                    if alive {
+                        if missed_pings > 0 {
+                            shared.feed(ClusterFeed::Answering);
+                        }
+                        missed_pings = 0;
+                        if std::mem::take(&mut cluster_repair) {
+                            shared.subscriber_up.store(true, Ordering::Release);
+                            shared.feed(ClusterFeed::Restored);
+                        }
+                    } else {
+                        if missed_pings == 0 {
+                            shared.reach.lock().failure();
+                            shared.feed(ClusterFeed::Suspect);
+                        }
+                        missed_pings += 1;
+                    }
                     if missed_pings >= MAX_MISSED_PINGS {
                         break 'session "health check failed".to_owned();
                     }
@@ -1140,7 +1309,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if down_since.is_none() {
             down_since = Some(Instant::now());
             shared.reach.lock().failure();
-            shared.feed(false);
+            shared.feed(ClusterFeed::Lost);
             tracing::warn!(
                 reason = why.as_str(),
                 "redis subscriber connection lost: messages from other nodes are missed until it is back"
@@ -1166,6 +1335,66 @@ mod tests {
         let map = Value::Map(vec![(Value::BulkString(ch.into()), Value::Int(2))]);
         assert_eq!(count_in(&map, ch), 2);
         assert_eq!(count_in(&Value::Nil, ch), 0);
+    }
+
+    #[test]
+    fn a_lower_count_is_not_confirmed_until_it_holds() {
+        let mut reach = Reach::default();
+        let t0 = Instant::now();
+        assert!(matches!(reach.check("ns", 3, t0), Verdict::Reached));
+        // A node dropped its subscriber: not confirmed...
+        let v = reach.check("ns", 2, t0 + Duration::from_millis(10));
+        assert!(matches!(
+            v,
+            Verdict::Short {
+                reached: 2,
+                expected: 3,
+                dropped: true
+            }
+        ));
+        // ...nor while it is back for one publish and gone again...
+        assert!(matches!(
+            reach.check("ns", 2, t0 + Duration::from_secs(1)),
+            Verdict::Short { .. }
+        ));
+        // ...until the lower count held for DROP_HOLD: then the node is taken as gone.
+        let later = t0 + Duration::from_millis(10) + DROP_HOLD;
+        assert!(matches!(reach.check("ns", 2, later), Verdict::Reached));
+        assert_eq!(reach.expected("ns"), Some(2));
+        // The count coming back is taken at once.
+        assert!(matches!(reach.check("ns", 3, later), Verdict::Reached));
+        assert_eq!(reach.expected("ns"), Some(3));
+    }
+
+    #[test]
+    fn after_an_own_failure_the_count_before_it_is_the_bar() {
+        let mut reach = Reach::default();
+        let t0 = Instant::now();
+        reach.check("ns", 3, t0);
+        reach.failure();
+        assert!(reach.settling(t0));
+        let v = reach.check("ns", 1, t0 + Duration::from_secs(1));
+        assert!(matches!(v, Verdict::Short { dropped: false, .. }));
+        // Settling never lowers the bar.
+        let v = reach.check("ns", 1, t0 + Duration::from_secs(4));
+        assert!(matches!(v, Verdict::Short { expected: 3, .. }));
+        assert!(matches!(
+            reach.check("ns", 3, t0 + Duration::from_secs(4)),
+            Verdict::Reached
+        ));
+        assert!(!reach.settling(t0 + Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn remembered_counts_stay_bounded() {
+        let mut reach = Reach::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_REACH_KEYS + 100 {
+            reach.check(&format!("room{i}"), 1, t0 + Duration::from_micros(i as u64));
+        }
+        assert!(reach.seen.len() <= MAX_REACH_KEYS);
+        // The newest are kept.
+        assert!(reach.expected(&format!("room{}", MAX_REACH_KEYS + 99)).is_some());
     }
 
     #[test]

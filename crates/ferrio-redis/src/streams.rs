@@ -225,7 +225,9 @@ impl StreamLog {
     }
 }
 
-fn session_value(pid: Sid, sid: Sid, rooms: &[Room], data: &Json) -> String {
+/// A session as the reference writes it, plus `changed` (the stream position of the last room
+/// change; the reference ignores unknown fields).
+fn session_value(pid: Sid, sid: Sid, rooms: &[Room], data: &Json, changed: Option<&str>) -> String {
     let mut all = vec![Mp::from(sid.as_str())];
     all.extend(
         rooms
@@ -233,13 +235,21 @@ fn session_value(pid: Sid, sid: Sid, rooms: &[Room], data: &Json) -> String {
             .filter(|r| r.as_ref() != sid.as_str())
             .map(|r| Mp::from(r.as_ref())),
     );
-    let session = Mp::Map(vec![
+    let mut session = vec![
         (Mp::from("sid"), Mp::from(sid.as_str())),
         (Mp::from("pid"), Mp::from(pid.as_str())),
         (Mp::from("rooms"), Mp::Array(all)),
         (Mp::from("data"), codec::from_json(data)),
-    ]);
-    BASE64.encode(codec::encode(&session))
+    ];
+    if let Some(changed) = changed {
+        session.push((Mp::from("changed"), Mp::from(changed)));
+    }
+    BASE64.encode(codec::encode(&Mp::Map(session)))
+}
+
+fn session_changed_at(raw: &[u8]) -> Option<String> {
+    let session = codec::decode(&BASE64.decode(raw).ok()?).ok()?;
+    codec::get(&session, "changed")?.as_str().map(str::to_owned)
 }
 
 fn parse_session(raw: &[u8]) -> Option<(Sid, Vec<Room>, Json)> {
@@ -262,10 +272,18 @@ fn parse_session(raw: &[u8]) -> Option<(Sid, Vec<Room>, Json)> {
 }
 
 impl SessionLog for StreamLog {
-    fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Json, ttl: Duration) {
+    fn persist(
+        &self,
+        pid: Sid,
+        sid: Sid,
+        rooms: Vec<Room>,
+        data: Json,
+        changed: Option<String>,
+        ttl: Duration,
+    ) {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(pid))
-            .arg(session_value(pid, sid, &rooms, &data))
+            .arg(session_value(pid, sid, &rooms, &data, changed.as_deref()))
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64);
         if let Err(e) = self.link.command(self.key(pid), cmd, None) {
@@ -299,6 +317,7 @@ impl SessionLog for StreamLog {
                 _ => return Err(LogRefusal::UnknownSession),
             };
             let (sid, rooms, data) = parse_session(&raw).ok_or(LogRefusal::UnknownSession)?;
+            let rooms_changed_at = session_changed_at(&raw);
             let from = parse_id(&offset).ok_or(LogRefusal::UnknownOffset)?;
             let missed = if cached {
                 None
@@ -358,6 +377,7 @@ impl SessionLog for StreamLog {
                 rooms,
                 data,
                 missed,
+                rooms_changed_at,
             })
         })
     }
@@ -601,7 +621,14 @@ mod tests {
     #[test]
     fn sessions_round_trip_in_the_references_shape() {
         let (pid, sid) = (Sid::random(), Sid::random());
-        let value = session_value(pid, sid, &[Room::from("a")], &serde_json::json!({"k": 1}));
+        let value = session_value(
+            pid,
+            sid,
+            &[Room::from("a")],
+            &serde_json::json!({"k": 1}),
+            Some("5-1"),
+        );
+        assert_eq!(session_changed_at(value.as_bytes()).as_deref(), Some("5-1"));
         let (back_sid, rooms, data) = parse_session(value.as_bytes()).unwrap();
         assert_eq!(back_sid, sid);
         assert_eq!(rooms, vec![Room::from("a")]);

@@ -207,6 +207,9 @@ pub struct LoggedSession {
     /// an ack, not volatile, for its rooms), and the id of the last entry read; `None` when
     /// nothing was read (the caller said its own cache holds the offset).
     pub missed: Option<(Vec<LoggedPacket>, String)>,
+    /// The log position of the socket's last room change (a restore from an older offset
+    /// is refused), when the session says.
+    pub rooms_changed_at: Option<String>,
 }
 
 /// Why a [`SessionLog`] could not give a session back.
@@ -232,7 +235,16 @@ pub trait SessionLog: Send + Sync + 'static {
     /// Keeps a socket's state for `ttl`: written when it connects, when its rooms or data
     /// change and every so often while it is connected (so it survives its node dying), and
     /// when it disconnects in a way that allows recovery.
-    fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value, ttl: Duration);
+    /// `changed` is the log position of the socket's last room change, if any.
+    fn persist(
+        &self,
+        pid: Sid,
+        sid: Sid,
+        rooms: Vec<Room>,
+        data: Value,
+        changed: Option<String>,
+        ttl: Duration,
+    );
 
     /// Drops a session that must not come back (the client left on purpose).
     fn forget(&self, pid: Sid);
@@ -262,6 +274,11 @@ pub struct SocketInfo {
 }
 
 /// Room membership and broadcast for one namespace.
+///
+/// With connection-state recovery on, `broadcast`, `broadcast_confirmed`, `add_all` and
+/// `on_socket_added` may run while the namespace holds its recovery lock (that is what keeps
+/// every socket's packets in offset order): they must not call back into the namespace
+/// (emit, [`crate::Namespace::deliver_from_cluster`], ...) on the same thread.
 ///
 /// The default methods work on this node alone through [`Adapter::local`]; a cluster adapter
 /// overrides the ones that must reach other nodes and calls the local index for its own

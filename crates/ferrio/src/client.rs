@@ -267,25 +267,42 @@ impl Client {
         accepted: Accepted,
         claim: Option<Claim>,
     ) {
+        // Half the connection's queue at most may go to missed packets: the CONNECT answer and
+        // what follows must fit too.
+        let room_for_missed = self.io.config.max_queued_bytes / 2;
         let attached = match (claim, ns.recovery()) {
             // The missed packets are collected, and the socket put in its rooms, while no
             // packet of the namespace can be delivered: none is missed or doubled.
             (Some(claim), Some(recovery)) => recovery.resume(claim, |result| {
-                let restored = match result {
-                    Ok(restored) => {
-                        crate::metrics::recovered(ns.name());
-                        Some(restored)
+                let result = result.and_then(|restored| {
+                    let bytes: usize = restored.missed.iter().map(EncodedPacket::wire_len).sum();
+                    if bytes > room_for_missed {
+                        Err(crate::recovery::Failure::TooManyMissed)
+                    } else {
+                        Ok(restored)
                     }
-                    Err(failure) => {
-                        crate::metrics::recovery_failed(ns.name(), failure.label());
-                        None
-                    }
-                };
-                self.attach(conn, &ns, auth, accepted, restored)
+                });
+                let failure = result.as_ref().err().map(|f| f.label());
+                let restored = result.ok();
+                let was_restore = restored.is_some();
+                let attached = self.attach(conn, &ns, auth, accepted, restored);
+                (attached, Some((was_restore, failure)))
             }),
-            _ => self.attach(conn, &ns, auth, accepted, None),
+            _ => (self.attach(conn, &ns, auth, accepted, None), None),
         };
-        let (socket, rejoined, answered) = attached;
+        let ((socket, rejoined, answered, first), attempt) = attached;
+        match attempt {
+            Some((true, _)) if answered => crate::metrics::recovered(ns.name()),
+            Some((true, _)) => crate::metrics::recovery_failed(ns.name(), "connection_gone"),
+            Some((false, Some(label))) => crate::metrics::recovery_failed(ns.name(), label),
+            _ => {}
+        }
+        // Observers are the application's code: never under the recovery lock.
+        if first {
+            for observer in &self.io.observers {
+                observer.on_established(&self.handshake);
+            }
+        }
         if !answered {
             socket.on_disconnect(DisconnectReason::Transport(CloseReason::TransportClose));
             return;
@@ -302,8 +319,9 @@ impl Client {
     }
 
     /// Creates the socket, registers it, restores its rooms and missed packets, and answers
-    /// the CONNECT (false when the connection went away meanwhile). Runs under the recovery
-    /// store's lock when restoring: nothing here may record or persist.
+    /// the CONNECT (false when the connection went away meanwhile); says whether this is the
+    /// connection's first namespace. Runs under the recovery store's lock when restoring:
+    /// nothing here may record, persist or run application code.
     fn attach(
         &mut self,
         conn: &Arc<Connection>,
@@ -311,7 +329,7 @@ impl Client {
         auth: Value,
         accepted: Accepted,
         restored: Option<Restored>,
-    ) -> (Socket, SmallVec<[Room; 1]>, bool) {
+    ) -> (Socket, SmallVec<[Room; 1]>, bool, bool) {
         let identity = match &restored {
             Some(r) => Identity {
                 sid: r.sid,
@@ -339,11 +357,9 @@ impl Client {
             None => self.nsps.push((nsp, Slot::Connected(socket.clone()))),
         }
         self.connect_deadline = None;
-        if !std::mem::replace(&mut self.established, true) {
+        let first = !std::mem::replace(&mut self.established, true);
+        if first {
             conn.set_established();
-            for observer in &self.io.observers {
-                observer.on_established(&self.handshake);
-            }
         }
         // The restored rooms are the socket's at once (missed and new broadcasts reach it), and
         // reported to room watchers after the connect handlers, as joins made then.
@@ -364,7 +380,7 @@ impl Client {
         };
         let reply = Packet::connect(ns.name(), Some(answer));
         let answered = conn.push(EncodedPacket::new(reply).frames(), false).is_ok();
-        (socket, rejoined, answered)
+        (socket, rejoined, answered, first)
     }
 }
 

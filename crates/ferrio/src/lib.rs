@@ -54,7 +54,8 @@ pub use ferrio_proto as proto;
 pub use handshake::Handshake;
 pub use io::{ConnectionHandle, ConnectionObserver, Io, IoBuilder};
 pub use namespace::{
-    AdapterContext, AdapterFactory, ConnectRequest, Namespace, NamespaceBuilder, RoomChange, ServerEvent,
+    AdapterContext, AdapterFactory, ClusterFeed, ConnectRequest, Namespace, NamespaceBuilder, RoomChange,
+    ServerEvent,
 };
 pub use operators::{BroadcastAcks, BroadcastOperator, Confirmation, EmitError};
 pub use payload::{AckSender, Event, Payload};

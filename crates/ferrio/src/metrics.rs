@@ -20,7 +20,7 @@
 //! | `ferrio_protocol_errors_total` | counter | `kind` (a `ProtocolError` or `WsError` label) |
 //! | `ferrio_bodies_refused_total` | counter | `reason` (`timed_out`, `too_slow`, `busy`, `unreadable`) |
 //! | `ferrio_namespaces` | gauge | |
-//! | `ferrio_recovery_total` | counter | `result` (`recovered`, `failed`), `reason` (`none`, or a failure: `unknown_session`, `unknown_offset`, `history_trimmed`, `too_many_missed`, `cluster_gap`) |
+//! | `ferrio_recovery_total` | counter | `result` (`recovered`, `failed`), `reason` (`none`, or a failure: `unknown_session`, `unknown_offset`, `history_trimmed`, `too_many_missed`, `cluster_gap`, `rooms_changed`, `unavailable`, `connection_gone`) |
 //!
 //! A namespace created on demand is counted under its pattern's label (see
 //! [`crate::NamespaceBuilder::metrics_label`]), never under its own name: clients choose those

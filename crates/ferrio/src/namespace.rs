@@ -18,6 +18,20 @@ use crate::recovery::Recovery;
 use crate::socket::{ConnectOutcome, DisconnectReason};
 use crate::{Event, Handshake, Payload, Room, Sid, Socket};
 
+/// The state of a cluster adapter's feed of broadcasts from other nodes (see
+/// [`Namespace::cluster_feed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterFeed {
+    /// Its connection stopped answering: it may be losing messages.
+    Suspect,
+    /// The same connection answers again: nothing was lost.
+    Answering,
+    /// It broke: messages published meanwhile are lost to this node.
+    Lost,
+    /// It is whole again (reconnected and resubscribed).
+    Restored,
+}
+
 /// What a connect hook sees of a connection attempt.
 #[derive(Debug, Clone)]
 pub struct ConnectRequest {
@@ -527,16 +541,17 @@ impl Namespace {
         self.0.recovery.as_ref().is_some_and(|r| r.retains(room))
     }
 
-    /// For cluster adapters: the feed of broadcasts from other nodes broke (or came back).
-    /// While it is broken, and afterwards for every client whose last packet predates its
+    /// For cluster adapters: the state of the feed of broadcasts from other nodes. While it
+    /// is broken or suspect, and afterwards for every client whose last packet predates its
     /// return, recovery answers `recovered: false` (reason `cluster_gap`): what other nodes
-    /// sent meanwhile never reached this node.
-    pub fn cluster_feed(&self, up: bool) {
+    /// sent meanwhile may never have reached this node.
+    pub fn cluster_feed(&self, state: ClusterFeed) {
         if let Some(recovery) = &self.0.recovery {
-            if up {
-                recovery.feed_restored();
-            } else {
-                recovery.feed_lost();
+            match state {
+                ClusterFeed::Suspect => recovery.feed_suspect(true),
+                ClusterFeed::Answering => recovery.feed_suspect(false),
+                ClusterFeed::Lost => recovery.feed_lost(),
+                ClusterFeed::Restored => recovery.feed_restored(),
             }
         }
     }

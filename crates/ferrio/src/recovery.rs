@@ -22,6 +22,10 @@ use tokio::time::Instant;
 use crate::adapter::{BroadcastOptions, EncodedPacket, Room, SessionLog};
 use crate::{CloseReason, DisconnectReason, Sid};
 
+/// Rooms a disconnected session may be in and still be kept (each keeps its room's
+/// broadcasts arriving from other nodes while the session waits).
+const MAX_ROOMS_KEPT: usize = 1_000;
+
 /// Recovery settings (the reference's `connectionStateRecovery`).
 #[derive(Debug, Clone)]
 pub struct RecoveryConfig {
@@ -70,7 +74,15 @@ pub(crate) fn is_recoverable(reason: DisconnectReason) -> bool {
 
 /// Where a packet sits in the namespace's order: `(0, n)` for offsets this node gives out,
 /// `(ms, seq)` for entries of a shared log (a Redis stream id).
-type Key = (u64, u64);
+pub(crate) type Key = (u64, u64);
+
+/// Refuses a restore from an offset older than the session's last room change.
+fn changed_after(changed: Option<Key>, offset: Key) -> Result<(), Failure> {
+    match changed {
+        Some(changed) if offset < changed => Err(Failure::RoomsChanged),
+        _ => Ok(()),
+    }
+}
 
 /// Parses a shared log's entry id (`<ms>-<seq>`, as Redis streams write them).
 pub fn parse_log_id(text: &str) -> Option<(u64, u64)> {
@@ -96,6 +108,8 @@ struct Session {
     rooms: Vec<Room>,
     data: Value,
     at: Instant,
+    /// Where the namespace was when the socket last joined or left a room.
+    changed: Option<Key>,
 }
 
 /// Why a client that asked to recover its session did not (the `reason` of
@@ -117,6 +131,9 @@ pub(crate) enum Failure {
     ClusterGap,
     /// The shared session store (Redis) could not be asked.
     Unavailable,
+    /// The socket joined or left a room after the client's last packet: what it was sent in
+    /// between cannot be told from what it would have been sent.
+    RoomsChanged,
 }
 
 impl From<crate::adapter::LogRefusal> for Failure {
@@ -141,6 +158,7 @@ impl Failure {
             Failure::TooManyMissed => "too_many_missed",
             Failure::ClusterGap => "cluster_gap",
             Failure::Unavailable => "unavailable",
+            Failure::RoomsChanged => "rooms_changed",
         }
     }
 }
@@ -157,6 +175,25 @@ pub(crate) struct Claim {
     /// Shared log only: the packets read back from it after the offset, and the last entry
     /// read (`None`: the offset is in this node's cache, nothing was read).
     read: Option<(Vec<StoredPacket>, Key)>,
+    /// Keeps the session's rooms retained (broadcasts from other nodes kept, sharded room
+    /// channels subscribed) until the socket is back in them, or the claim is given up.
+    hold: Option<Hold>,
+}
+
+/// The rooms a claimed session keeps retained; released when dropped.
+#[derive(Debug)]
+struct Hold {
+    store: std::sync::Weak<Mutex<Store>>,
+    sid: Sid,
+    rooms: Vec<Room>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.upgrade() {
+            store.lock().release_rooms(self.sid, &self.rooms);
+        }
+    }
 }
 
 /// What a successful restore gives back.
@@ -182,6 +219,9 @@ struct Store {
     retained: HashMap<Room, usize>,
     /// The cluster feed is down now: nothing can be proven complete.
     gap_open: bool,
+    /// The cluster feed may be down (its connection stopped answering): refused meanwhile,
+    /// and forgotten if the same connection answers again.
+    suspect: bool,
     /// The first offset recorded after the cluster feed last came back: a session whose
     /// offset is older may have missed what other nodes sent meanwhile.
     gap_end: Option<Key>,
@@ -212,9 +252,9 @@ impl Store {
         }
     }
 
-    fn release(&mut self, session: &Session) {
-        let own = Room::from(session.sid.as_str());
-        for room in session.rooms.iter().chain(std::iter::once(&own)) {
+    fn release_rooms(&mut self, sid: Sid, rooms: &[Room]) {
+        let own = Room::from(sid.as_str());
+        for room in rooms.iter().chain(std::iter::once(&own)) {
             if let Some(n) = self.retained.get_mut(room) {
                 *n -= 1;
                 if *n == 0 {
@@ -226,7 +266,7 @@ impl Store {
 
     fn take_session(&mut self, pid: &Sid) -> Option<Session> {
         let session = self.sessions.remove(pid)?;
-        self.release(&session);
+        self.release_rooms(session.sid, &session.rooms);
         Some(session)
     }
 }
@@ -236,7 +276,7 @@ pub(crate) struct Recovery {
     config: RecoveryConfig,
     /// Distinguishes this process's offsets from a previous one's (and another node's).
     epoch: String,
-    store: Mutex<Store>,
+    store: Arc<Mutex<Store>>,
     /// Sessions and packets kept by the cluster adapter in a shared log (Redis streams):
     /// offsets are the log's entry ids, sessions live there, and the store above is this
     /// node's cache of what it delivered.
@@ -262,7 +302,7 @@ impl Recovery {
         Self {
             config,
             epoch,
-            store: Mutex::new(Store::default()),
+            store: Arc::new(Mutex::new(Store::default())),
             log,
         }
     }
@@ -279,10 +319,18 @@ impl Recovery {
 
     /// Writes a connected socket's state to the shared log (it lives on past the node's
     /// death for at least `max_disconnection_duration`).
-    pub(crate) fn write_through(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value) {
+    pub(crate) fn write_through(
+        &self,
+        pid: Sid,
+        sid: Sid,
+        rooms: Vec<Room>,
+        data: Value,
+        changed: Option<Key>,
+    ) {
         if let Some(log) = &self.log {
             let ttl = self.config.max_disconnection_duration + self.refresh_interval();
-            log.persist(pid, sid, rooms, data, ttl);
+            let changed = changed.map(|(ms, seq)| format!("{ms}-{seq}"));
+            log.persist(pid, sid, rooms, data, changed, ttl);
         }
     }
 
@@ -341,9 +389,26 @@ impl Recovery {
         self.store.lock().gap_open = true;
     }
 
+    /// The feed's connection stopped answering (`true`), or answers again on the same
+    /// connection (`false`: nothing was lost).
+    pub(crate) fn feed_suspect(&self, suspect: bool) {
+        self.store.lock().suspect = suspect;
+    }
+
+    /// Where the namespace is now: the key the next kept packet comes after.
+    pub(crate) fn position(&self) -> Key {
+        let store = self.store.lock();
+        if self.log.is_some() {
+            store.delivered.unwrap_or((0, 0))
+        } else {
+            (0, store.next_offset)
+        }
+    }
+
     /// The feed is back: sessions whose offset predates this point stay unrecoverable.
     pub(crate) fn feed_restored(&self) {
         let mut store = self.store.lock();
+        store.suspect = false;
         if store.gap_open {
             store.gap_open = false;
             store.gap_end = Some((0, store.next_offset));
@@ -377,19 +442,32 @@ impl Recovery {
     }
 
     /// Keeps a disconnected socket's state under its private id.
-    pub(crate) fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value) {
+    pub(crate) fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value, changed: Option<Key>) {
         if let Some(log) = &self.log {
-            log.persist(pid, sid, rooms, data, self.config.max_disconnection_duration);
+            let changed = changed.map(|(ms, seq)| format!("{ms}-{seq}"));
+            log.persist(
+                pid,
+                sid,
+                rooms,
+                data,
+                changed,
+                self.config.max_disconnection_duration,
+            );
             return;
         }
         let now = Instant::now();
         let mut store = self.store.lock();
         store.take_session(&pid);
+        if rooms.len() > MAX_ROOMS_KEPT {
+            // Not kept: a session in that many rooms would hold them all retained.
+            return;
+        }
         let session = Session {
             sid,
             rooms,
             data,
             at: now,
+            changed,
         };
         store.retain(&session);
         store.sessions.insert(pid, session);
@@ -405,9 +483,30 @@ impl Recovery {
         let mut store = self.store.lock();
         self.trim(&mut store, now);
         let pid: Sid = pid.parse().map_err(|_| Failure::UnknownSession)?;
-        let session = store.take_session(&pid).ok_or(Failure::UnknownSession)?;
-        let offset = self.parse_offset(offset).ok_or(Failure::UnknownOffset)?;
-        self.check(&store, offset)?;
+        // Out of the session table at once (a session is claimed once), but its rooms stay
+        // retained until the socket is back in them.
+        let session = store.sessions.remove(&pid).ok_or(Failure::UnknownSession)?;
+        let hold = Hold {
+            store: Arc::downgrade(&self.store),
+            sid: session.sid,
+            rooms: session.rooms.clone(),
+        };
+        let offset = match self.parse_offset(offset) {
+            Some(offset) => offset,
+            None => {
+                drop(store);
+                drop(hold);
+                return Err(Failure::UnknownOffset);
+            }
+        };
+        let checked = self
+            .check(&store, offset)
+            .and_then(|_| changed_after(session.changed, offset));
+        if let Err(failure) = checked {
+            drop(store);
+            drop(hold);
+            return Err(failure);
+        }
         Ok(Claim {
             pid,
             offset,
@@ -415,6 +514,7 @@ impl Recovery {
             rooms: session.rooms,
             data: session.data,
             read: None,
+            hold: Some(hold),
         })
     }
 
@@ -423,7 +523,7 @@ impl Recovery {
         if offset >= (0, store.next_offset) {
             return Err(Failure::UnknownOffset);
         }
-        if store.gap_open || store.gap_end.is_some_and(|end| offset < end) {
+        if store.gap_open || store.suspect || store.gap_end.is_some_and(|end| offset < end) {
             return Err(Failure::ClusterGap);
         }
         // The offset itself must still be stored: otherwise packets after it may be gone.
@@ -438,9 +538,20 @@ impl Recovery {
     /// namespace can be recorded or delivered, so that the socket `attach` registers (in its
     /// rooms) neither misses nor doubles a packet recorded meanwhile, and gets the missed ones
     /// before any newer one.
-    pub(crate) fn resume<R>(&self, claim: Claim, attach: impl FnOnce(Result<Restored, Failure>) -> R) -> R {
+    pub(crate) fn resume<R>(
+        &self,
+        mut claim: Claim,
+        attach: impl FnOnce(Result<Restored, Failure>) -> R,
+    ) -> R {
         let now = Instant::now();
+        let hold = claim.hold.take();
         let mut store = self.store.lock();
+        if let Some(mut hold) = hold {
+            // Released here, under the lock, by hand (its drop would lock again): from now
+            // on the socket itself, put in its rooms by `attach`, keeps them hosted.
+            store.release_rooms(hold.sid, &hold.rooms);
+            hold.store = std::sync::Weak::new();
+        }
         self.trim(&mut store, now);
         let result = if self.log.is_some() {
             self.collect_logged(&store, &claim)
@@ -553,6 +664,8 @@ impl Recovery {
             }
             None => None,
         };
+        let changed = session.rooms_changed_at.as_deref().and_then(parse_log_id);
+        changed_after(changed, offset)?;
         Ok(Claim {
             pid,
             offset,
@@ -560,6 +673,7 @@ impl Recovery {
             rooms: session.rooms,
             data: session.data,
             read,
+            hold: None,
         })
     }
 
@@ -659,7 +773,7 @@ mod tests {
         let sid = Sid::random();
         let pid = Sid::random();
         let seen = record(&r, 0, &opts(&[], &[]));
-        r.persist(pid, sid, vec![Room::from("a")], serde_json::json!({"k": 1}));
+        r.persist(pid, sid, vec![Room::from("a")], serde_json::json!({"k": 1}), None);
         record(&r, 1, &opts(&["a"], &[]));
         record(&r, 2, &opts(&["b"], &[]));
         record(&r, 3, &opts(&[sid.as_str()], &[]));
@@ -685,7 +799,7 @@ mod tests {
         let r = Recovery::new(RecoveryConfig::default());
         let pid = Sid::random();
         let seen = record(&r, 0, &opts(&[], &[]));
-        r.persist(pid, Sid::random(), vec![], Value::Null);
+        r.persist(pid, Sid::random(), vec![], Value::Null, None);
         assert_eq!(
             r.restore(Sid::random().as_str(), &seen).unwrap_err(),
             Failure::UnknownSession
@@ -695,7 +809,7 @@ mod tests {
         // A failed attempt uses the session up: offsets cannot be tried one after another.
         for bad in ["zz-0", "nonsense", &format!("{}-ffff", r.epoch)] {
             let pid = Sid::random();
-            r.persist(pid, Sid::random(), vec![], Value::Null);
+            r.persist(pid, Sid::random(), vec![], Value::Null, None);
             assert_eq!(
                 r.restore(pid.as_str(), bad).unwrap_err(),
                 Failure::UnknownOffset,
@@ -716,7 +830,7 @@ mod tests {
         });
         let pid = Sid::random();
         let seen = record(&r, 0, &opts(&[], &[]));
-        r.persist(pid, Sid::random(), vec![], Value::Null);
+        r.persist(pid, Sid::random(), vec![], Value::Null, None);
         tokio::time::advance(Duration::from_secs(11)).await;
         record(&r, 1, &opts(&[], &[]));
         assert_eq!(
@@ -741,7 +855,7 @@ mod tests {
         });
         let pid = Sid::random();
         let seen = record(&r, 0, &opts(&[], &[]));
-        r.persist(pid, Sid::random(), vec![], Value::Null);
+        r.persist(pid, Sid::random(), vec![], Value::Null, None);
         for n in 1..=4 {
             record(&r, n, &opts(&[], &[]));
         }
@@ -757,7 +871,7 @@ mod tests {
         assert_eq!(r.stored().0, 5);
         // Nor the session store.
         for _ in 0..10 {
-            r.persist(Sid::random(), Sid::random(), vec![], Value::Null);
+            r.persist(Sid::random(), Sid::random(), vec![], Value::Null, None);
         }
         assert_eq!(r.stored().2, 2);
         let (_, bytes, _) = r.stored();
@@ -772,7 +886,7 @@ mod tests {
         });
         let pid = Sid::random();
         let seen = record(&r, 0, &opts(&[], &[]));
-        r.persist(pid, Sid::random(), vec![], Value::Null);
+        r.persist(pid, Sid::random(), vec![], Value::Null, None);
         for n in 1..=20 {
             record(&r, n, &opts(&[], &[]));
         }
@@ -787,13 +901,13 @@ mod tests {
         let r = Recovery::new(RecoveryConfig::default());
         let before = record(&r, 0, &opts(&[], &[]));
         let (a, b) = (Sid::random(), Sid::random());
-        r.persist(a, Sid::random(), vec![], Value::Null);
+        r.persist(a, Sid::random(), vec![], Value::Null, None);
         r.feed_lost();
         // While the feed is down, nothing can be proven complete.
         let during = record(&r, 1, &opts(&[], &[]));
-        r.persist(b, Sid::random(), vec![], Value::Null);
+        r.persist(b, Sid::random(), vec![], Value::Null, None);
         let c = Sid::random();
-        r.persist(c, Sid::random(), vec![], Value::Null);
+        r.persist(c, Sid::random(), vec![], Value::Null, None);
         assert_eq!(r.restore(c.as_str(), &during).unwrap_err(), Failure::ClusterGap);
         r.feed_restored();
         assert_eq!(r.restore(a.as_str(), &before).unwrap_err(), Failure::ClusterGap);
@@ -801,7 +915,7 @@ mod tests {
         // A session whose last packet came after the feed was back is whole.
         let after = record(&r, 2, &opts(&[], &[]));
         let d = Sid::random();
-        r.persist(d, Sid::random(), vec![], Value::Null);
+        r.persist(d, Sid::random(), vec![], Value::Null, None);
         record(&r, 3, &opts(&[], &[]));
         assert_eq!(r.restore(d.as_str(), &after).unwrap().missed.len(), 1);
     }
@@ -814,13 +928,14 @@ mod tests {
         });
         let seen = record(&r, 0, &opts(&[], &[]));
         let (pid, sid) = (Sid::random(), Sid::random());
-        r.persist(pid, sid, vec![Room::from("a")], Value::Null);
+        r.persist(pid, sid, vec![Room::from("a")], Value::Null, None);
         let other = Sid::random();
         r.persist(
             other,
             Sid::random(),
             vec![Room::from("a"), Room::from("b")],
             Value::Null,
+            None,
         );
         assert!(r.retains("a") && r.retains("b") && r.retains(sid.as_str()));
         assert!(!r.retains("c"));
@@ -860,7 +975,7 @@ mod footprint {
         let session =
             std::mem::size_of::<super::Session>() + std::mem::size_of::<(crate::Sid, tokio::time::Instant)>();
         assert!(packet <= 320, "{packet}");
-        assert!(session <= 192, "{session}");
+        assert!(session <= 224, "{session}");
         eprintln!("stored packet: {packet} B + payload; session: {session} B + rooms and data");
     }
 }

@@ -154,6 +154,8 @@ pub(crate) struct SocketInner {
     auth: Value,
     connected: AtomicBool,
     acks: Mutex<HashMap<u64, AckWaiter>>,
+    /// With recovery on: where the namespace was at the socket's last room change.
+    rooms_changed: Mutex<Option<crate::recovery::Key>>,
     data: Mutex<Value>,
     extensions: RwLock<http::Extensions>,
 }
@@ -196,6 +198,7 @@ impl Socket {
             auth,
             connected: AtomicBool::new(true),
             acks: Mutex::new(HashMap::new()),
+            rooms_changed: Mutex::new(None),
             data: Mutex::new(accepted.data.unwrap_or(Value::Null)),
             extensions: RwLock::new(accepted.extensions),
         }))
@@ -289,6 +292,16 @@ impl Socket {
         self.session_changed();
     }
 
+    /// Notes where the namespace was when the socket's rooms changed: a packet sent before
+    /// then was addressed by other rooms than the session keeps, so recovery from an older
+    /// offset is refused.
+    fn rooms_changed(&self) {
+        if let Some(recovery) = self.0.ns.recovery() {
+            *self.0.rooms_changed.lock() = Some(recovery.position());
+        }
+        self.session_changed();
+    }
+
     /// With recovery kept in a shared log, writes the socket's state there.
     pub(crate) fn session_changed(&self) {
         if let (Some(recovery), Some(pid)) = (self.0.ns.recovery(), self.0.pid)
@@ -296,7 +309,7 @@ impl Socket {
             && self.connected()
         {
             let rooms = self.0.ns.adapter().socket_rooms(self.id());
-            recovery.write_through(pid, self.id(), rooms, self.data());
+            recovery.write_through(pid, self.id(), rooms, self.data(), *self.0.rooms_changed.lock());
         }
     }
 
@@ -442,7 +455,7 @@ impl Socket {
         }
         let joined = self.0.ns.adapter().add_all(self.id(), rooms.into_rooms());
         if !joined.is_empty() {
-            self.session_changed();
+            self.rooms_changed();
         }
         for room in &joined {
             self.0.ns.run_room_handlers(self, room, RoomChange::Joined);
@@ -453,7 +466,7 @@ impl Socket {
     pub fn leave(&self, room: impl Into<Room>) {
         let left = self.0.ns.adapter().del(self.id(), &room.into());
         if !left.is_empty() {
-            self.session_changed();
+            self.rooms_changed();
         }
         for room in &left {
             self.0.ns.run_room_handlers(self, room, RoomChange::Left);
@@ -500,7 +513,7 @@ impl Socket {
         if let (Some(recovery), Some(pid)) = (self.0.ns.recovery(), self.0.pid) {
             if crate::recovery::is_recoverable(reason) {
                 let rooms = self.0.ns.adapter().socket_rooms(self.id());
-                recovery.persist(pid, self.id(), rooms, self.data());
+                recovery.persist(pid, self.id(), rooms, self.data(), *self.0.rooms_changed.lock());
             } else {
                 recovery.forget(pid);
             }

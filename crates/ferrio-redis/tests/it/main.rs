@@ -4,6 +4,7 @@
 
 mod client_recovery;
 mod cluster;
+mod confirmed;
 mod faults;
 mod redis_cluster;
 mod support;

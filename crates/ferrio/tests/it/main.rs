@@ -12,5 +12,6 @@ mod heartbeat;
 mod hooks;
 mod ordering;
 mod probe_close;
+mod recovery_races;
 mod rooms;
 mod support;
