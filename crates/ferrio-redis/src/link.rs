@@ -1192,6 +1192,7 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut first = true;
     // Since when the feed has been broken (for the log line when it is whole again).
     let mut down_since: Option<Instant> = None;
+    let mut ever_synced = false;
     loop {
         if *stop.borrow() {
             return;
@@ -1248,6 +1249,11 @@ async fn run_subscriber(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             shared.synced_gen.store(generation, Ordering::Release);
             shared.subscriber_up.store(true, Ordering::Release);
             backoff.reset();
+            if !std::mem::replace(&mut ever_synced, true) {
+                // The first time every channel is subscribed: namespaces made before that
+                // started with a gap (there was no feed yet).
+                shared.feed(ClusterFeed::Restored);
+            }
             if let Some(since) = down_since.take() {
                 // Whole again: the publisher is checked at once rather than at the next
                 // health tick, so publishing resumes with the feed.

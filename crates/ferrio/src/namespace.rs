@@ -318,6 +318,13 @@ impl Namespace {
             recovery: recovery.map(|config| Recovery::with_log(config, log)),
         }));
         let _ = context.namespace.set(Arc::downgrade(&ns.0));
+        // A namespace made while its cluster feed is down (or not up yet) starts with a gap.
+        if let Some(recovery) = &ns.0.recovery
+            && recovery.log().is_none()
+            && !ns.0.adapter.is_healthy()
+        {
+            recovery.feed_lost();
+        }
         ns
     }
 
