@@ -287,7 +287,8 @@ impl SessionLog for StreamLog {
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64);
         if let Err(e) = self.link.command(self.key(pid), cmd, None) {
-            tracing::warn!(error = e.to_string(), "a session could not be kept in redis");
+            // Counted with the refused publishes; written again on the next change or refresh.
+            tracing::debug!(error = e.to_string(), "a session could not be written to redis");
         }
     }
 

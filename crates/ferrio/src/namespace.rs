@@ -18,6 +18,10 @@ use crate::recovery::Recovery;
 use crate::socket::{ConnectOutcome, DisconnectReason};
 use crate::{Event, Handshake, Payload, Room, Sid, Socket};
 
+/// Sessions written to a shared log per step of its refresh, and the pause between steps.
+const REFRESH_CHUNK: usize = 256;
+const REFRESH_PAUSE: Duration = Duration::from_millis(10);
+
 /// The state of a cluster adapter's feed of broadcasts from other nodes (see
 /// [`Namespace::cluster_feed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,11 +532,20 @@ impl Namespace {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let Some(ns) = ns.upgrade().map(Namespace) else {
+                let Some(sockets) = ns.upgrade().map(|ns| {
+                    Namespace(ns)
+                        .adapter()
+                        .local()
+                        .select(&crate::BroadcastOptions::default())
+                }) else {
                     return;
                 };
-                for socket in ns.adapter().local().select(&crate::BroadcastOptions::default()) {
-                    socket.session_changed();
+                // Paced, so the writes never crowd out the broadcasts sharing the way to Redis.
+                for chunk in sockets.chunks(REFRESH_CHUNK) {
+                    for socket in chunk {
+                        socket.session_changed();
+                    }
+                    tokio::time::sleep(REFRESH_PAUSE).await;
                 }
             }
         });
