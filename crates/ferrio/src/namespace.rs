@@ -477,6 +477,21 @@ impl Namespace {
         )
     }
 
+    /// A room's recent messages, from its own window (see
+    /// [`crate::RecoveryConfig::rooms`]): those after `since` (an offset a client got), the
+    /// newest `limit`, oldest first.
+    pub fn history(
+        &self,
+        room: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::History, crate::HistoryError> {
+        match &self.0.recovery {
+            Some(recovery) => recovery.history(room, since, limit),
+            None => Err(crate::HistoryError::NotKept),
+        }
+    }
+
     /// Whether a direct emit to one socket must go through the adapter's shared log (to be
     /// recoverable on any node) rather than straight to the socket.
     pub(crate) fn logs_direct_emits(&self, id: Option<u64>, volatile: bool) -> bool {

@@ -42,7 +42,65 @@ pub struct RecoveryConfig {
     pub max_sessions: usize,
     /// Packets one session may have missed and still recover (default 1,000).
     pub max_missed_packets: usize,
+    /// Rooms that keep a window of their own (the first rule whose pattern matches): their
+    /// packets are kept per room, `size` and `ttl` each, so a busy room never pushes a quiet
+    /// one's packets out; [`crate::Namespace::history`] reads them. Other packets share the
+    /// namespace's window (`max_packets`, `max_bytes`). Empty by default.
+    pub rooms: Vec<RoomWindow>,
 }
+
+/// A window of packets kept per room (see [`RecoveryConfig::rooms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomWindow {
+    /// A room name, or a prefix followed by `*` (`chat:*`; `*` alone matches every room).
+    pub pattern: String,
+    /// Packets kept per room.
+    pub size: usize,
+    /// None older than this.
+    pub ttl: Duration,
+}
+
+impl RoomWindow {
+    /// Whether `room` falls under this window.
+    pub fn matches(&self, room: &str) -> bool {
+        match self.pattern.strip_suffix('*') {
+            Some(prefix) => room.starts_with(prefix),
+            None => room == self.pattern,
+        }
+    }
+}
+
+/// What [`crate::Namespace::history`] gives back.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// Oldest first.
+    pub messages: Vec<HistoryMessage>,
+    /// False when messages after the `since` asked for were trimmed from the window.
+    pub complete: bool,
+}
+
+/// One message of a room's history: the EVENT packet as sockets got it (its last argument is
+/// the offset) and that offset.
+#[derive(Debug, Clone)]
+pub struct HistoryMessage {
+    pub offset: String,
+    pub packet: ferrio_proto::socket::Packet,
+}
+
+/// Why a room's history cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// Recovery is off, or no window rule covers the room.
+    #[error("no history is kept for this room")]
+    NotKept,
+    /// `since` is not an offset of this namespace.
+    #[error("unknown offset")]
+    UnknownOffset,
+}
+
+/// Rooms with a window of their own, at most, per namespace; past it the least recently
+/// written room's window goes (and sessions in it can no longer prove they miss nothing).
+const MAX_WINDOWS: usize = 10_000;
 
 impl Default for RecoveryConfig {
     fn default() -> Self {
@@ -53,6 +111,7 @@ impl Default for RecoveryConfig {
             max_bytes: 16 << 20,
             max_sessions: 100_000,
             max_missed_packets: 1_000,
+            rooms: Vec::new(),
         }
     }
 }
@@ -75,6 +134,23 @@ pub(crate) fn is_recoverable(reason: DisconnectReason) -> bool {
 /// Where a packet sits in the namespace's order: `(0, n)` for offsets this node gives out,
 /// `(ms, seq)` for entries of a shared log (a Redis stream id).
 pub(crate) type Key = (u64, u64);
+
+/// Drops the room window written to least recently (bounds on windows and their bytes).
+fn drop_stalest_window(store: &mut Store) {
+    let Some(room) = store
+        .windows
+        .iter()
+        .min_by_key(|(_, w)| w.touched)
+        .map(|(r, _)| r.clone())
+    else {
+        return;
+    };
+    if let Some(window) = store.windows.remove(&room) {
+        store.window_bytes -= window.bytes;
+        let newest = window.packets.back().map(|p| p.offset).or(window.horizon);
+        store.windows_dropped = store.windows_dropped.max(newest);
+    }
+}
 
 /// Refuses a restore from an offset older than the session's last room change.
 fn changed_after(changed: Option<Key>, offset: Key) -> Result<(), Failure> {
@@ -229,6 +305,21 @@ struct Store {
     /// missing from the cache (trimmed, or lost to a break in reading the log).
     delivered: Option<Key>,
     horizon: Option<Key>,
+    /// Rooms with a window of their own.
+    windows: HashMap<Room, Window>,
+    window_bytes: usize,
+    /// The newest packet of any window that was dropped whole.
+    windows_dropped: Option<Key>,
+}
+
+/// One room's own window of packets.
+struct Window {
+    rule: usize,
+    packets: VecDeque<StoredPacket>,
+    bytes: usize,
+    /// The newest packet trimmed from it.
+    horizon: Option<Key>,
+    touched: Instant,
 }
 
 impl Store {
@@ -372,7 +463,7 @@ impl Recovery {
         let offset = store.next_offset;
         store.next_offset += 1;
         let packet = build(self.offset_text(offset));
-        store.keep((0, offset), opts, &packet, now);
+        self.keep_packet(&mut store, (0, offset), opts, &packet, now);
         self.trim(&mut store, now);
         deliver(&packet)
     }
@@ -412,6 +503,97 @@ impl Recovery {
         if store.gap_open {
             store.gap_open = false;
             store.gap_end = Some((0, store.next_offset));
+        }
+    }
+
+    /// The window rule of a room (never a socket's own room).
+    fn window_for(&self, room: &str) -> Option<usize> {
+        if self.config.rooms.is_empty() || room.parse::<Sid>().is_ok() {
+            return None;
+        }
+        self.config.rooms.iter().position(|w| w.matches(room))
+    }
+
+    /// Keeps a packet: in the window of each of its rooms that has one, and in the
+    /// namespace's window unless every room it goes to has its own (a shared log's cache
+    /// keeps everything there too: what it reads back relies on it).
+    fn keep_packet(
+        &self,
+        store: &mut Store,
+        offset: Key,
+        opts: &BroadcastOptions,
+        packet: &EncodedPacket,
+        now: Instant,
+    ) {
+        let mut everywhere_windowed = !opts.rooms.is_empty();
+        for room in &opts.rooms {
+            let Some(rule) = self.window_for(room) else {
+                everywhere_windowed = false;
+                continue;
+            };
+            if !store.windows.contains_key(room) && store.windows.len() >= MAX_WINDOWS {
+                drop_stalest_window(store);
+            }
+            let bytes = packet.wire_len();
+            let window = store.windows.entry(room.clone()).or_insert_with(|| Window {
+                rule,
+                packets: VecDeque::new(),
+                bytes: 0,
+                horizon: None,
+                touched: now,
+            });
+            window.packets.push_back(StoredPacket {
+                offset,
+                at: now,
+                rooms: opts.rooms.clone(),
+                except: opts.except.clone(),
+                packet: packet.clone(),
+                bytes,
+            });
+            window.bytes += bytes;
+            window.touched = now;
+            store.window_bytes += bytes;
+            self.trim_window(store, room, now);
+        }
+        while store.window_bytes > self.config.max_bytes && !store.windows.is_empty() {
+            drop_stalest_window(store);
+        }
+        if !everywhere_windowed || self.log.is_some() {
+            store.keep(offset, opts, packet, now);
+        }
+    }
+
+    /// Trims one room's window to its size and age.
+    fn trim_window(&self, store: &mut Store, room: &str, now: Instant) {
+        let Some(window) = store.windows.get_mut(room) else {
+            return;
+        };
+        let rule = &self.config.rooms[window.rule];
+        let oldest = now.checked_sub(rule.ttl);
+        let mut freed = 0;
+        while let Some(front) = window.packets.front() {
+            if window.packets.len() > rule.size || oldest.is_some_and(|o| front.at < o) {
+                window.horizon = Some(front.offset);
+                window.bytes -= front.bytes;
+                freed += front.bytes;
+                window.packets.pop_front();
+            } else {
+                break;
+            }
+        }
+        store.window_bytes -= freed;
+    }
+
+    /// Whether a room's packets after `offset` are all here: in its own window, or (when it
+    /// has none) in the namespace's.
+    fn covers(&self, store: &mut Store, room: &str, offset: Key, now: Instant) -> bool {
+        if self.window_for(room).is_none() {
+            return true;
+        }
+        self.trim_window(store, room, now);
+        match store.windows.get(room) {
+            Some(window) => window.horizon.is_none_or(|h| h <= offset),
+            None => store.windows_dropped.is_none_or(|h| h <= offset),
         }
     }
 
@@ -526,12 +708,11 @@ impl Recovery {
         if store.gap_open || store.suspect || store.gap_end.is_some_and(|end| offset < end) {
             return Err(Failure::ClusterGap);
         }
-        // The offset itself must still be stored: otherwise packets after it may be gone.
-        let first = store.packets.front().map_or((0, store.next_offset), |p| p.offset);
-        if offset < first {
+        // Nothing after the offset may have been trimmed from the namespace's window.
+        if store.horizon.is_some_and(|h| h > offset) {
             return Err(Failure::HistoryTrimmed);
         }
-        Ok((offset.1 - first.1) as usize)
+        Ok(store.packets.partition_point(|p| p.offset <= offset))
     }
 
     /// Collects what a claimed session missed and hands it to `attach` while no packet of the
@@ -556,7 +737,7 @@ impl Recovery {
         let result = if self.log.is_some() {
             self.collect_logged(&store, &claim)
         } else {
-            self.collect_local(&store, &claim)
+            self.collect_local(&mut store, &claim)
         };
         let result = result.map(|missed| Restored {
             sid: claim.sid,
@@ -570,22 +751,85 @@ impl Recovery {
         out
     }
 
-    fn collect_local(&self, store: &Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
-        self.check(store, claim.offset).and_then(|start| {
-            let own = Room::from(claim.sid.as_str());
-            let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
-            let mut missed = Vec::new();
-            for p in store.packets.iter().skip(start + 1) {
-                let addressed = p.rooms.is_empty() || in_rooms(&p.rooms);
-                if addressed && !in_rooms(&p.except) {
-                    if missed.len() == self.config.max_missed_packets {
-                        return Err(Failure::TooManyMissed);
-                    }
-                    missed.push(p.packet.clone());
-                }
+    fn collect_local(&self, store: &mut Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
+        let start = self.check(store, claim.offset)?;
+        let now = Instant::now();
+        for room in &claim.rooms {
+            if !self.covers(store, room, claim.offset, now) {
+                return Err(Failure::HistoryTrimmed);
             }
-            Ok(missed)
-        })
+        }
+        let own = Room::from(claim.sid.as_str());
+        let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
+        // The namespace's window and the session's rooms' own, in offset order, each once.
+        let mut missed = std::collections::BTreeMap::new();
+        let windows = claim.rooms.iter().filter_map(|r| store.windows.get(r));
+        let sources = std::iter::once(store.packets.range(start..)).chain(windows.map(|w| {
+            let from = w.packets.partition_point(|p| p.offset <= claim.offset);
+            w.packets.range(from..)
+        }));
+        for p in sources.flatten() {
+            let addressed = p.rooms.is_empty() || in_rooms(&p.rooms);
+            if addressed && !in_rooms(&p.except) && !missed.contains_key(&p.offset) {
+                if missed.len() == self.config.max_missed_packets {
+                    return Err(Failure::TooManyMissed);
+                }
+                missed.insert(p.offset, p.packet.clone());
+            }
+        }
+        Ok(missed.into_values().collect())
+    }
+
+    /// The packets kept in a room's own window after `since` (all when `None`), the newest
+    /// `limit` of them, each with its offset; and whether that is everything sent to the room
+    /// after `since` (nothing trimmed).
+    pub(crate) fn history(
+        &self,
+        room: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<History, HistoryError> {
+        if self.window_for(room).is_none() {
+            return Err(HistoryError::NotKept);
+        }
+        let since = match since {
+            None => None,
+            Some(text) => Some(
+                if self.log.is_some() {
+                    parse_log_id(text)
+                } else {
+                    self.parse_offset(text)
+                }
+                .ok_or(HistoryError::UnknownOffset)?,
+            ),
+        };
+        let now = Instant::now();
+        let mut store = self.store.lock();
+        let complete = match since {
+            Some(since) => self.covers(&mut store, room, since, now),
+            None => true,
+        };
+        let Some(window) = store.windows.get(room) else {
+            return Ok(History {
+                messages: Vec::new(),
+                complete,
+            });
+        };
+        let from = since.map_or(0, |since| window.packets.partition_point(|p| p.offset <= since));
+        let newest = window.packets.len().saturating_sub(from).min(limit);
+        let messages = window
+            .packets
+            .range(window.packets.len() - newest..)
+            .map(|p| HistoryMessage {
+                offset: if self.log.is_some() {
+                    format!("{}-{}", p.offset.0, p.offset.1)
+                } else {
+                    self.offset_text(p.offset.1)
+                },
+                packet: p.packet.packet().clone(),
+            })
+            .collect();
+        Ok(History { messages, complete })
     }
 
     // ---------------------------------------------------------------------------------
@@ -610,7 +854,7 @@ impl Recovery {
         let Some(packet) = keep else {
             return deliver(None);
         };
-        store.keep(id, opts, &packet, now);
+        self.keep_packet(&mut store, id, opts, &packet, now);
         self.trim(&mut store, now);
         deliver(Some(&packet))
     }
@@ -947,6 +1191,97 @@ mod tests {
             !r.retains("a") && !r.retains("b"),
             "expired sessions release their rooms"
         );
+    }
+
+    fn windowed(max_packets: usize, size: usize) -> Recovery {
+        Recovery::new(RecoveryConfig {
+            max_packets,
+            rooms: vec![RoomWindow {
+                pattern: "chat:*".into(),
+                size,
+                ttl: Duration::from_secs(60),
+            }],
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_busy_room_does_not_push_a_quiet_rooms_packets_out() {
+        let r = windowed(5, 100);
+        let (pid, sid) = (Sid::random(), Sid::random());
+        let seen = record(&r, 0, &opts(&["chat:quiet"], &[]));
+        r.persist(pid, sid, vec![Room::from("chat:quiet")], Value::Null, None);
+        for n in 1..=50 {
+            record(&r, n, &opts(&["chat:busy"], &[]));
+        }
+        record(&r, 51, &opts(&["chat:quiet"], &[]));
+        record(&r, 52, &opts(&["chat:quiet", "chat:busy"], &[]));
+        let back = r.restore(pid.as_str(), &seen).unwrap();
+        let missed: Vec<String> = back.missed.iter().map(text).collect();
+        assert_eq!(missed.len(), 2, "{missed:?}");
+        assert!(missed[0].starts_with(r#"2["m",51,"#));
+        assert!(missed[1].starts_with(r#"2["m",52,"#));
+        // The namespace's window holds what no room window does: it stayed small.
+        assert!(r.stored().0 <= 5);
+    }
+
+    #[tokio::test]
+    async fn a_rooms_window_past_its_size_refuses_and_others_still_bound_it() {
+        let r = windowed(5, 3);
+        let (pid, sid) = (Sid::random(), Sid::random());
+        let seen = record(&r, 0, &opts(&["chat:a"], &[]));
+        r.persist(pid, sid, vec![Room::from("chat:a")], Value::Null, None);
+        for n in 1..=4 {
+            record(&r, n, &opts(&["chat:a"], &[]));
+        }
+        assert_eq!(
+            r.restore(pid.as_str(), &seen).unwrap_err(),
+            Failure::HistoryTrimmed
+        );
+        // A namespace-wide packet goes to the namespace's window, which a session needs too.
+        let r = windowed(2, 100);
+        let (pid, sid) = (Sid::random(), Sid::random());
+        let seen = record(&r, 0, &opts(&["chat:a"], &[]));
+        r.persist(pid, sid, vec![Room::from("chat:a")], Value::Null, None);
+        for n in 1..=3 {
+            record(&r, n, &opts(&[], &[]));
+        }
+        assert_eq!(
+            r.restore(pid.as_str(), &seen).unwrap_err(),
+            Failure::HistoryTrimmed
+        );
+    }
+
+    #[tokio::test]
+    async fn history_reads_a_rooms_window() {
+        let r = windowed(5, 3);
+        assert_eq!(r.history("lobby", None, 10).unwrap_err(), HistoryError::NotKept);
+        let first = record(&r, 0, &opts(&["chat:a"], &[]));
+        for n in 1..=4 {
+            record(&r, n, &opts(&["chat:a"], &[]));
+        }
+        let all = r.history("chat:a", None, 10).unwrap();
+        assert!(all.complete);
+        let numbers: Vec<u64> = all
+            .messages
+            .iter()
+            .map(|m| m.packet.data.as_ref().unwrap()[1].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, vec![2, 3, 4], "the window keeps its last 3");
+        assert_eq!(r.history("chat:a", None, 2).unwrap().messages.len(), 2);
+        // After an offset that was trimmed: what is left, marked incomplete.
+        let after = r.history("chat:a", Some(&first), 10).unwrap();
+        assert!(!after.complete);
+        assert_eq!(after.messages.len(), 3);
+        let since = all.messages[1].offset.clone();
+        let newer = r.history("chat:a", Some(&since), 10).unwrap();
+        assert!(newer.complete);
+        assert_eq!(newer.messages.len(), 1);
+        assert_eq!(
+            r.history("chat:a", Some("nonsense"), 1).unwrap_err(),
+            HistoryError::UnknownOffset
+        );
+        assert_eq!(r.history("chat:empty", None, 1).unwrap().messages.len(), 0);
     }
 
     #[test]
