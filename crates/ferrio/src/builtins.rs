@@ -1,4 +1,4 @@
-//! Room events a client can use with no backend: `join`, `leave` and `publish`.
+//! Room events a client can use with no backend: `join`, `leave`, `publish` and `history`.
 //!
 //! Each answers its acknowledgement with `{"ok":true}` or `{"ok":false,"error":"<reason>"}`;
 //! bad arguments never crash anything or vanish silently. A [`RoomPolicy`] decides who may
@@ -16,6 +16,55 @@ use crate::{Confirmation, EmitError, Event, NamespaceBuilder, Payload, Socket};
 
 /// Longest room or event name the built-in events accept, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
+
+/// Most messages one `history` call returns (and its default).
+pub const MAX_HISTORY_LIMIT: usize = 100;
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+
+/// A history message as JSON: `{"offset", "event", "args"}` (the args without the trailing
+/// offset). Each binary argument becomes what `binary` makes of its bytes.
+pub fn history_message(
+    message: &crate::HistoryMessage,
+    mut binary: impl FnMut(bytes::Bytes) -> Value,
+) -> Value {
+    let packet = &message.packet;
+    let mut data = match &packet.data {
+        Some(Value::Array(data)) => data.clone(),
+        _ => Vec::new(),
+    };
+    data.pop(); // the offset
+    let event = if data.is_empty() {
+        Value::Null
+    } else {
+        data.remove(0)
+    };
+    let mut args = Value::Array(data);
+    replace_placeholders(&mut args, &packet.attachments, &mut binary);
+    json!({ "offset": message.offset, "event": event, "args": args })
+}
+
+fn replace_placeholders(
+    value: &mut Value,
+    attachments: &[bytes::Bytes],
+    binary: &mut impl FnMut(bytes::Bytes) -> Value,
+) {
+    match value {
+        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+            let found = map
+                .get("num")
+                .and_then(Value::as_u64)
+                .and_then(|n| attachments.get(n as usize));
+            *value = found.map_or(Value::Null, |bytes| binary(bytes.clone()));
+        }
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|v| replace_placeholders(v, attachments, binary)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| replace_placeholders(v, attachments, binary)),
+        _ => {}
+    }
+}
 
 /// Decides what a socket may do with the built-in room events. Everything is allowed by
 /// default.
@@ -106,10 +155,11 @@ impl RoomEvents {
         self
     }
 
-    /// Adds the three events to a namespace.
+    /// Adds the four events to a namespace.
     pub fn install(self, ns: NamespaceBuilder) -> NamespaceBuilder {
         let join = self.clone();
         let publish = self.clone();
+        let history = self.clone();
         ns.on("join", move |socket, mut event| {
             let answer = join.join(socket, &event);
             event.ack(answer);
@@ -140,6 +190,60 @@ impl RoomEvents {
                 Err(answer) => event.ack(answer),
             }
         })
+        .on("history", move |socket, mut event| {
+            let answer = history.history(socket, &event);
+            event.ack(answer);
+        })
+    }
+
+    /// `history {room, since?, limit?}`: the room's recent messages, for its members and
+    /// those who may join it. Binary arguments come back as attachments of the answer.
+    fn history(&self, socket: &Socket, event: &Event) -> Payload {
+        let refuse = |reason: &str| Payload::args(vec![failure(reason)]);
+        let Some(Value::Object(msg)) = event.args().first() else {
+            return refuse("expected {room, since?, limit?}");
+        };
+        let room = match room_name(msg.get("room")) {
+            Ok(room) => room,
+            Err(reason) => return refuse(reason),
+        };
+        let since = match msg.get("since") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() <= MAX_NAME_LEN => Some(s.as_str()),
+            _ => return refuse("since must be an offset string"),
+        };
+        let limit = match msg.get("limit") {
+            None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=MAX_HISTORY_LIMIT as u64).contains(&n) => n as usize,
+                _ => return refuse("limit must be an integer from 1 to 100"),
+            },
+        };
+        let member = socket.rooms().iter().any(|r| r.as_ref() == room);
+        if !member && !self.policy.may_join(socket, room) {
+            return refuse("forbidden");
+        }
+        match socket.ns().history(room, since, limit) {
+            Ok(history) => {
+                let mut attachments = Vec::new();
+                let messages: Vec<Value> = history
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        history_message(m, |bytes| {
+                            attachments.push(bytes);
+                            json!({ "_placeholder": true, "num": attachments.len() - 1 })
+                        })
+                    })
+                    .collect();
+                Payload {
+                    args: vec![json!({ "ok": true, "messages": messages, "complete": history.complete })],
+                    attachments,
+                }
+            }
+            Err(crate::HistoryError::NotKept) => refuse("not_kept"),
+            Err(crate::HistoryError::UnknownOffset) => refuse("unknown offset"),
+        }
     }
 
     fn join(&self, socket: &Socket, event: &Event) -> Value {

@@ -147,6 +147,19 @@ impl Api {
                 };
                 ("presence", res)
             }
+            _ if method == Method::GET && path.starts_with("/api/history/") => {
+                let room = percent_decode(&path["/api/history/".len()..]);
+                let res = match room {
+                    Some(room) if !room.is_empty() && room.len() <= ferrio::builtins::MAX_NAME_LEN => {
+                        self.history(&req, &room)
+                    }
+                    _ => bad_request((
+                        "room".into(),
+                        "must be a non-empty, percent-encoded UTF-8 name of at most 256 bytes".into(),
+                    )),
+                };
+                ("history", res)
+            }
             "/api/emit" | "/api/rooms/join" | "/api/rooms/leave" | "/api/disconnect" | "/api/stats" => (
                 "method_not_allowed",
                 error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
@@ -327,6 +340,47 @@ impl Api {
         match crate::presence::snapshot(&ns, room).await {
             Ok(body) => ok(body),
             Err(e) => adapter_error(e),
+        }
+    }
+
+    /// `GET /api/history/{room}?namespace=&since=&limit=`: the room's recent messages (binary
+    /// arguments as `{"base64": ...}`).
+    fn history<B>(&self, req: &Request<B>, room: &str) -> Response<ResponseBody> {
+        let namespace = query_param(req, "namespace").unwrap_or_else(|| "/".into());
+        let ns = match self.namespace(&namespace) {
+            Ok(ns) => ns,
+            Err(res) => return res,
+        };
+        let since = query_param(req, "since");
+        let limit = match query_param(req, "limit") {
+            None => ferrio::builtins::DEFAULT_HISTORY_LIMIT,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=ferrio::builtins::MAX_HISTORY_LIMIT).contains(&n) => n,
+                _ => return bad_request(("limit".into(), "must be an integer from 1 to 100".into())),
+            },
+        };
+        match ns.history(room, since.as_deref(), limit) {
+            Ok(history) => {
+                use base64::Engine as _;
+                let messages: Vec<Value> = history
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        ferrio::builtins::history_message(m, |bytes| {
+                            json!({ "base64": base64::engine::general_purpose::STANDARD.encode(&bytes) })
+                        })
+                    })
+                    .collect();
+                ok(json!({ "messages": messages, "complete": history.complete }))
+            }
+            Err(ferrio::HistoryError::NotKept) => error(
+                StatusCode::NOT_FOUND,
+                "not_kept",
+                Some("no [history] rule covers this room".into()),
+            ),
+            Err(ferrio::HistoryError::UnknownOffset) => {
+                bad_request(("since".into(), "is not an offset of this namespace".into()))
+            }
         }
     }
 

@@ -51,6 +51,7 @@ pub struct Settings {
     pub drain: ops::DrainSettings,
     pub cluster: ops::ClusterSettings,
     pub recovery: ops::RecoverySettings,
+    pub history: ops::HistorySettings,
     pub webhooks: crate::webhooks::WebhookSettings,
     /// Per client event: a payload schema, webhook forwarding or RPC.
     pub events: std::collections::BTreeMap<String, crate::events::EventSettings>,
@@ -81,6 +82,7 @@ impl Default for Settings {
             drain: ops::DrainSettings::default(),
             cluster: ops::ClusterSettings::default(),
             recovery: ops::RecoverySettings::default(),
+            history: ops::HistorySettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
             events: Default::default(),
             presence: crate::presence::PresenceSettings::default(),
@@ -518,6 +520,9 @@ impl Settings {
         if let Err((key, message)) = ops::validate(&self.cluster, &self.api) {
             return err(key, message);
         }
+        if let Err((key, message)) = ops::validate_history(&self.history, &self.recovery) {
+            return err(key, message);
+        }
         if let Err((key, message)) = crate::dashboard::validate(self) {
             return err(key, message);
         }
@@ -566,7 +571,7 @@ impl Settings {
             max_payload: self.max_payload,
             connect_timeout: self.connect_timeout.0.min(self.limits.pending_timeout.0),
             transports: ferrio::Transports::parse(&self.transports.0.join(",")).unwrap_or_default(),
-            recovery: self.recovery.library_config(),
+            recovery: self.recovery.library_config(&self.history),
             max_payload_before_connect: self.limits.max_payload_before_connect,
             body_timeout: self.limits.body_timeout.0,
             body_min_rate: self.limits.body_min_rate,
@@ -600,6 +605,7 @@ fn top_level_keys() -> Vec<&'static str> {
         "drain",
         "cluster",
         "recovery",
+        "history",
         "webhooks",
         "events",
         "presence",

@@ -136,16 +136,93 @@ impl Default for RecoverySettings {
 }
 
 impl RecoverySettings {
-    pub fn library_config(&self) -> Option<ferrio::RecoveryConfig> {
+    pub fn library_config(&self, history: &HistorySettings) -> Option<ferrio::RecoveryConfig> {
         self.enabled.then(|| ferrio::RecoveryConfig {
             max_disconnection_duration: self.max_disconnection_duration.0,
             max_packets: self.max_packets,
             max_bytes: self.max_bytes,
             max_sessions: self.max_sessions,
             max_missed_packets: self.max_missed_packets,
+            rooms: history
+                .rooms
+                .iter()
+                .map(|r| ferrio::RoomWindow {
+                    pattern: r.pattern.clone(),
+                    size: r.size,
+                    ttl: r.ttl.0,
+                })
+                .collect(),
             ..ferrio::RecoveryConfig::default()
         })
     }
+}
+
+/// Rooms that keep a window of recent messages of their own: the `history` client event and
+/// `GET /api/history/{room}` read it, and a reconnecting client is replayed from it (a busy
+/// room never pushes a quiet room's messages out). Built on recovery's offsets: needs
+/// `[recovery] enabled`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistorySettings {
+    /// `[[history.rooms]]`: the first whose `pattern` matches a room applies.
+    pub rooms: Vec<HistoryRoom>,
+}
+
+/// One rule of `[history]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryRoom {
+    /// A room name, or a prefix and `*` (`chat:*`).
+    #[serde(deserialize_with = "values::text")]
+    pub pattern: String,
+    /// Messages kept per room.
+    pub size: usize,
+    /// None older than this.
+    pub ttl: Secs,
+}
+
+impl Default for HistoryRoom {
+    fn default() -> Self {
+        Self {
+            pattern: String::new(),
+            size: 100,
+            ttl: Secs(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// Checks of `[history]`.
+pub fn validate_history(
+    history: &HistorySettings,
+    recovery: &RecoverySettings,
+) -> Result<(), (&'static str, String)> {
+    if history.rooms.is_empty() {
+        return Ok(());
+    }
+    if !recovery.enabled {
+        return Err((
+            "history.rooms",
+            "needs [recovery] enabled = true (history uses recovery's offsets)".into(),
+        ));
+    }
+    for room in &history.rooms {
+        if room.pattern.is_empty() || room.pattern.len() > ferrio::builtins::MAX_NAME_LEN {
+            return Err(("history.rooms", "every pattern must be 1 to 256 bytes".into()));
+        }
+        if !(1..=100_000).contains(&room.size) {
+            return Err((
+                "history.rooms",
+                format!("size of {:?} must be 1 to 100000", room.pattern),
+            ));
+        }
+        if room.ttl.0.is_zero() {
+            return Err((
+                "history.rooms",
+                format!("ttl of {:?} must be positive", room.pattern),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks of the operations sections.

@@ -8,6 +8,7 @@ mod config;
 mod dashboard;
 mod deploy;
 mod edge;
+mod history;
 mod jwks;
 mod limits;
 mod log_lines;
