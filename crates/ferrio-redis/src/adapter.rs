@@ -1727,6 +1727,7 @@ impl Adapter for RedisAdapter {
             link: self.link.clone(),
             opts: hub.options().clone(),
             nsp: self.nsp().to_owned(),
+            sessions: hub.sessions(self.link.clone()),
         }))
     }
 

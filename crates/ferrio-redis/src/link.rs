@@ -784,6 +784,22 @@ impl Link {
         self.shared.query(cmd).await
     }
 
+    /// Runs a pipeline on the command connection (not queued behind publishes); Redis's
+    /// answers in order.
+    pub(crate) async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, LinkError> {
+        let handle = self.shared.commands.handle().await?;
+        let deadline = self.shared.settings.publish_timeout;
+        let answer = match handle {
+            Handle::Standalone(mut conn) => tokio::time::timeout(deadline, pipe.query_async(&mut conn)).await,
+            Handle::Cluster(mut conn) => tokio::time::timeout(deadline, pipe.query_async(&mut conn)).await,
+        };
+        match answer {
+            Ok(Ok(values)) => Ok(values),
+            Ok(Err(e)) => Err(redis_error(e)),
+            Err(_) => Err(LinkError::Timeout),
+        }
+    }
+
     /// Queues a message and waits until Redis took it (or refused it).
     pub(crate) async fn publish_confirmed(
         &self,

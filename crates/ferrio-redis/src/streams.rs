@@ -217,6 +217,111 @@ pub(crate) struct StreamLog {
     pub link: Arc<Link>,
     pub opts: Arc<StreamOptions>,
     pub nsp: String,
+    pub sessions: Arc<SessionWriter>,
+}
+
+/// What is to be written for one session key.
+enum SessionWrite {
+    Set { value: String, ttl_ms: u64 },
+    Delete,
+}
+
+/// Sessions written above this many waiting keys are dropped (and counted): a Redis that
+/// stays away cannot make the node hold more.
+const MAX_PENDING_SESSIONS: usize = 200_000;
+/// Keys written per pipeline.
+const SESSION_BATCH: usize = 512;
+
+/// Writes sessions to Redis on a way of their own, apart from the broadcasts: the latest
+/// state of each key waits here (a burst of joins or disconnections coalesces per session and
+/// never crowds out a broadcast), and a write Redis did not take is tried again.
+pub(crate) struct SessionWriter {
+    pending: parking_lot::Mutex<HashMap<String, SessionWrite>>,
+    wake: tokio::sync::Notify,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl SessionWriter {
+    pub(crate) fn start(link: Arc<Link>) -> Arc<Self> {
+        let writer = Arc::new(Self {
+            pending: parking_lot::Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        });
+        tokio::spawn(run_session_writer(Arc::downgrade(&writer), link));
+        writer
+    }
+
+    fn put(&self, key: String, write: SessionWrite) {
+        {
+            let mut pending = self.pending.lock();
+            if pending.len() >= MAX_PENDING_SESSIONS && !pending.contains_key(&key) {
+                let n = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "redis does not keep up with session writes; sessions are dropped"
+                    );
+                }
+                return;
+            }
+            pending.insert(key, write);
+        }
+        self.wake.notify_one();
+    }
+}
+
+async fn run_session_writer(writer: std::sync::Weak<SessionWriter>, link: Arc<Link>) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    loop {
+        let Some(strong) = writer.upgrade() else { return };
+        let batch: Vec<(String, SessionWrite)> = {
+            let mut pending = strong.pending.lock();
+            let keys: Vec<String> = pending.keys().take(SESSION_BATCH).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| pending.remove(&k).map(|w| (k, w)))
+                .collect()
+        };
+        if batch.is_empty() {
+            // Holds the writer at most a second after its last user went.
+            tokio::select! {
+                _ = strong.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for (key, write) in &batch {
+            match write {
+                SessionWrite::Set { value, ttl_ms } => {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(*ttl_ms)
+                        .ignore();
+                }
+                SessionWrite::Delete => {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+            }
+        }
+        match link.pipeline(&pipe).await {
+            Ok(_) => backoff.reset(),
+            Err(e) => {
+                tracing::debug!(error = e.to_string(), "session writes failed; trying again");
+                // Put back what no newer write replaced.
+                {
+                    let mut pending = strong.pending.lock();
+                    for (key, write) in batch {
+                        pending.entry(key).or_insert(write);
+                    }
+                }
+                drop(strong);
+                tokio::time::sleep(backoff.step()).await;
+            }
+        }
+    }
 }
 
 impl StreamLog {
@@ -281,21 +386,14 @@ impl SessionLog for StreamLog {
         changed: Option<String>,
         ttl: Duration,
     ) {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(pid))
-            .arg(session_value(pid, sid, &rooms, &data, changed.as_deref()))
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64);
-        if let Err(e) = self.link.command(self.key(pid), cmd, None) {
-            // Counted with the refused publishes; written again on the next change or refresh.
-            tracing::debug!(error = e.to_string(), "a session could not be written to redis");
-        }
+        let value = session_value(pid, sid, &rooms, &data, changed.as_deref());
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.sessions
+            .put(self.key(pid), SessionWrite::Set { value, ttl_ms });
     }
 
     fn forget(&self, pid: Sid) {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(pid));
-        let _ = self.link.command(self.key(pid), cmd, None);
+        self.sessions.put(self.key(pid), SessionWrite::Delete);
     }
 
     fn restore(
@@ -408,6 +506,7 @@ fn recoverable(entry: &Entry, nsp: &str) -> Option<LoggedPacket> {
 /// The namespaces' adapters of a node, and the task that reads the stream for them.
 pub(crate) struct Hub {
     opts: Arc<StreamOptions>,
+    sessions: std::sync::OnceLock<Arc<SessionWriter>>,
     adapters: RwLock<HashMap<String, Weak<RedisAdapter>>>,
     _stop: watch::Sender<bool>,
 }
@@ -429,6 +528,7 @@ impl Hub {
         let (stop, stopped) = watch::channel(false);
         let hub = Arc::new(Self {
             opts,
+            sessions: std::sync::OnceLock::new(),
             adapters: RwLock::new(HashMap::new()),
             _stop: stop,
         });
@@ -438,6 +538,11 @@ impl Hub {
 
     pub(crate) fn options(&self) -> &Arc<StreamOptions> {
         &self.opts
+    }
+
+    /// The node's session writer (started with the first namespace).
+    pub(crate) fn sessions(&self, link: Arc<Link>) -> Arc<SessionWriter> {
+        self.sessions.get_or_init(|| SessionWriter::start(link)).clone()
     }
 
     pub(crate) fn register(&self, nsp: &str, adapter: Weak<RedisAdapter>) {
