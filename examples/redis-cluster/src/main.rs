@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ferrio::builtins::RoomEvents;
-use ferrio::{Config, Event, Io, NamespaceBuilder, Payload, Socket};
+use ferrio::{Config, Event, Io, NamespaceBuilder, Payload, RecoveryConfig, Socket};
 use ferrio_redis::{Mode, RedisAdapter};
 use serde_json::{Value, json};
 
@@ -67,6 +67,14 @@ struct Args {
     /// Let clients drive cluster-wide operations (see the module docs).
     #[arg(long)]
     cluster_events: bool,
+    /// Turn on connection-state recovery with this `max_disconnection_duration`, in
+    /// milliseconds (in streams mode sessions are kept in Redis, so a client recovers on any
+    /// node; in the other modes only on the node it was on).
+    #[arg(long, value_name = "MS")]
+    recovery: Option<u64>,
+    /// Streams mode: about how many entries the stream keeps (`maxLen`, default 10,000).
+    #[arg(long, value_name = "ENTRIES")]
+    stream_max_len: Option<usize>,
 }
 
 fn room_arg(event: &Event, i: usize) -> Option<String> {
@@ -213,11 +221,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         RedisAdapter::cluster_builder(args.cluster.clone())
     };
-    let redis = builder.key(args.key.clone()).mode(mode).connect().await?;
+    let mut builder = builder.key(args.key.clone()).mode(mode);
+    if let Some(entries) = args.stream_max_len {
+        builder = builder.stream_max_len(entries);
+    }
+    let redis = builder.connect().await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let port = listener.local_addr()?.port();
     let with_cluster_events = args.cluster_events;
-    let io = Io::builder(Config::default())
+    let config = Config {
+        recovery: args.recovery.map(|ms| RecoveryConfig {
+            max_disconnection_duration: Duration::from_millis(ms),
+            ..RecoveryConfig::default()
+        }),
+        ..Config::default()
+    };
+    let io = Io::builder(config)
         .adapter(redis.factory())
         .ns("/", move |ns| {
             let ns = RoomEvents::default().install(ns);
@@ -228,7 +247,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .build();
-    tracing::info!(mode = ?mode, "listening on {}", listener.local_addr()?);
+    tracing::info!(mode = ?mode, recovery_ms = ?args.recovery, "listening on {}", listener.local_addr()?);
     // The tests and scripts wait for this line.
     eprintln!("listening on {}", listener.local_addr()?);
     let shutdown = async {

@@ -9,6 +9,10 @@
 //!   connection. Run one per node (a process may hold at most 20,000 files here).
 //! * `broadcast`: sends K messages to everyone (`io.emit`, the node's `broadcast` event,
 //!   which `redis-cluster-node --cluster-events` offers).
+//! * `publish`, `sessions`, `feed`: load for the streams-mode benchmarks (see
+//!   `cluster-bench/streams.rs`).
+//! * `failover-clients`: Socket.IO clients with connection-state recovery that check every
+//!   message of a steady feed across the loss of their node (see `cluster-bench/failover.rs`).
 //!
 //! Times are wall-clock microseconds, so processes on one machine compare them. The last
 //! line of output is one JSON object.
@@ -27,6 +31,11 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, client_async};
+
+#[path = "cluster-bench/failover.rs"]
+mod failover;
+#[path = "cluster-bench/streams.rs"]
+mod streams;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -85,6 +94,14 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Publish N events to a room as fast as a window allows (answers from Redis counted).
+    Publish(streams::PublishArgs),
+    /// Hold N connections that joined some rooms (their sessions stay in Redis).
+    Sessions(streams::SessionsArgs),
+    /// Publish `{seq, t}` to a room at a steady rate until a stop file appears.
+    Feed(streams::FeedArgs),
+    /// Clients with connection-state recovery that check a feed across a node's death.
+    FailoverClients(failover::FailoverArgs),
 }
 
 fn now_us() -> u64 {
@@ -454,5 +471,9 @@ async fn main() {
             messages,
             interval_ms,
         } => broadcast(target, messages, interval_ms).await,
+        Command::Publish(args) => streams::publish(args).await,
+        Command::Sessions(args) => streams::sessions(args).await,
+        Command::Feed(args) => streams::feed(args).await,
+        Command::FailoverClients(args) => failover::run(args).await,
     }
 }
