@@ -50,6 +50,7 @@ pub mod __fuzz {
         decode, encode, get, packet_from_json, packet_from_msgpack, packet_to_msgpack, to_json,
         to_json_extracting,
     };
+    pub use crate::streams::{fuzz_entry, fuzz_session};
 }
 
 use std::sync::Arc;

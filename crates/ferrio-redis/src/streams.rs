@@ -482,6 +482,31 @@ impl SessionLog for StreamLog {
     }
 }
 
+/// Decodes a stream entry `[id, [field, value, ...]]` built from `fields` as the reader and a
+/// restore do, and the broadcast in it (for the fuzz targets).
+#[doc(hidden)]
+pub fn fuzz_entry(id: &[u8], fields: &[&[u8]]) {
+    let value = Value::Array(vec![
+        Value::BulkString(id.to_vec()),
+        Value::Array(fields.iter().map(|f| Value::BulkString(f.to_vec())).collect()),
+    ]);
+    for found in entries_in(&Value::Array(vec![value.clone()])) {
+        if let Ok(entry) = parse_entry(found) {
+            let _ = parse_id(&entry.id);
+            if let Some(missed) = recoverable(&entry, "/") {
+                let _ = reaches(&[Room::from("r")], &missed.opts);
+            }
+        }
+    }
+}
+
+/// Decodes a kept session's value as a restore does (for the fuzz targets).
+#[doc(hidden)]
+pub fn fuzz_session(raw: &[u8]) {
+    let _ = parse_session(raw);
+    let _ = session_changed_at(raw);
+}
+
 /// A broadcast entry a session may get back: an event without an ack, not volatile.
 fn recoverable(entry: &Entry, nsp: &str) -> Option<LoggedPacket> {
     let data = entry.data.as_ref()?;
