@@ -75,6 +75,10 @@ struct Args {
     /// Streams mode: about how many entries the stream keeps (`maxLen`, default 10,000).
     #[arg(long, value_name = "ENTRIES")]
     stream_max_len: Option<usize>,
+    /// With `--recovery`: rooms matching this pattern (`name` or `prefix*`) keep a window of
+    /// their own, 100 messages and 10 minutes each (`[history]` of `ferrio serve`).
+    #[arg(long, value_name = "PATTERN")]
+    history: Option<String>,
 }
 
 fn room_arg(event: &Event, i: usize) -> Option<String> {
@@ -232,6 +236,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
         recovery: args.recovery.map(|ms| RecoveryConfig {
             max_disconnection_duration: Duration::from_millis(ms),
+            rooms: args
+                .history
+                .iter()
+                .map(|pattern| ferrio::RoomWindow {
+                    pattern: pattern.clone(),
+                    size: 100,
+                    ttl: Duration::from_secs(600),
+                })
+                .collect(),
             ..RecoveryConfig::default()
         }),
         ..Config::default()
