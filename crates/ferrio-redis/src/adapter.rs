@@ -633,22 +633,6 @@ impl RedisAdapter {
         }
     }
 
-    /// Whether a room has local members; a socket's own room counts, as in the reference
-    /// (where every socket is a member of the room named by its id).
-    fn has_room_or_socket(&self, room: &str) -> bool {
-        if self.local.has_room(room) {
-            return true;
-        }
-        room.parse::<Sid>().is_ok()
-            && !self
-                .local
-                .select(&BroadcastOptions {
-                    rooms: smallvec::smallvec![Room::from(room)],
-                    ..Default::default()
-                })
-                .is_empty()
-    }
-
     /// Whether a disconnected session that may still be recovered here is in `room`: its
     /// broadcasts are kept although no local socket is in it.
     fn retains(&self, room: &str) -> bool {
@@ -818,7 +802,7 @@ impl RedisAdapter {
             .strip_prefix(self.channels.main.as_str())
             .and_then(|r| r.strip_suffix('#'))
             .unwrap_or_default();
-        if !room.is_empty() && !self.has_room_or_socket(room) && !self.retains(room) {
+        if !room.is_empty() && !self.local.has_room_or_socket(room) && !self.retains(room) {
             return Ok(());
         }
         let msg = codec::decode(payload)?;
@@ -1261,7 +1245,7 @@ impl RedisAdapter {
             cluster_type::BROADCAST,
             &data,
         );
-        let local = self.local.select(opts).len();
+        let local = self.local.count(opts);
         let me = self.me.clone();
         let (fallback, fallback_opts) = (packet.clone(), opts.clone());
         let on_failure: Box<dyn FnOnce() + Send + Sync> = Box::new(move || {

@@ -348,16 +348,7 @@ async fn count_subscribers(
     for channel in channels {
         cmd.arg(channel.as_str());
     }
-    let handle = shared.commands.handle().await.ok()?;
-    let answer = match handle {
-        Handle::Standalone(mut conn) => {
-            tokio::time::timeout(shared.settings.publish_timeout, conn.req_packed_command(&cmd)).await
-        }
-        Handle::Cluster(mut conn) => {
-            tokio::time::timeout(shared.settings.publish_timeout, conn.req_packed_command(&cmd)).await
-        }
-    };
-    let value = answer.ok()?.ok()?;
+    let value = shared.ask(&cmd).await.ok()?;
     Some(
         channels
             .iter()
@@ -525,21 +516,26 @@ impl Shared {
         }
     }
 
-    async fn query(&self, cmd: &Cmd) -> Result<Value, LinkError> {
+    /// Runs one command on the command connection, within the publish timeout; what it
+    /// says of Redis's state is the caller's to record.
+    async fn ask(&self, cmd: &Cmd) -> Result<Value, LinkError> {
         let handle = self.commands.handle().await?;
+        let deadline = self.settings.publish_timeout;
         let result = match handle {
             Handle::Standalone(mut conn) => {
-                tokio::time::timeout(self.settings.publish_timeout, conn.req_packed_command(cmd)).await
+                tokio::time::timeout(deadline, conn.req_packed_command(cmd)).await
             }
-            Handle::Cluster(mut conn) => {
-                tokio::time::timeout(self.settings.publish_timeout, conn.req_packed_command(cmd)).await
-            }
+            Handle::Cluster(mut conn) => tokio::time::timeout(deadline, conn.req_packed_command(cmd)).await,
         };
-        let result = match result {
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(redis_error(e)),
             Err(_) => Err(LinkError::Timeout),
-        };
+        }
+    }
+
+    async fn query(&self, cmd: &Cmd) -> Result<Value, LinkError> {
+        let result = self.ask(cmd).await;
         match &result {
             Ok(_) => self.publisher_state(true, None),
             Err(LinkError::Redis(_)) => {}
@@ -640,11 +636,7 @@ impl Shared {
             PushKind::SMessage => (SubKind::Shard, 0, 0, 1),
             _ => return,
         };
-        let text = |v: Option<&Value>| match v {
-            Some(Value::BulkString(b)) => std::str::from_utf8(b).ok().map(str::to_owned),
-            Some(Value::SimpleString(s)) => Some(s.clone()),
-            _ => None,
-        };
+        let text = |v: Option<&Value>| v.and_then(value_text);
         let (Some(key), Some(channel)) = (text(info.data.get(key_at)), text(info.data.get(channel_at)))
         else {
             return;
@@ -927,6 +919,15 @@ impl Link {
 
     pub(crate) fn count_malformed(&self) {
         self.shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A Redis string (bulk, simple or verbatim) as text.
+pub(crate) fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => Some(s.clone()),
+        _ => None,
     }
 }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ferrio::adapter::BoxFuture;
+use ferrio::parse_log_id as parse_id;
 use ferrio::{LogRefusal, LoggedPacket, LoggedSession, Room, SessionLog, Sid};
 use parking_lot::RwLock;
 use redis::aio::ConnectionLike;
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::adapter::{Body, RedisAdapter, options_from};
 use crate::codec::{self, DecodeError};
-use crate::link::{Backoff, Link};
+use crate::link::{Backoff, Link, value_text as text};
 
 /// Message types whose `data` is msgpack (base64 in the stream) when it holds binary.
 const BINARY_TYPES: [u64; 5] = [3, 8, 9, 10, 12];
@@ -97,14 +98,6 @@ pub(crate) struct Entry {
     pub nsp: String,
     pub kind: u64,
     pub data: Option<Body>,
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => Some(s.clone()),
-        _ => None,
-    }
 }
 
 /// Decodes an entry `[id, [field, value, ...]]`.
@@ -199,11 +192,6 @@ fn next_id(id: (u64, u64)) -> String {
         Some(seq) => format!("{}-{seq}", id.0),
         None => format!("{}-0", id.0 + 1),
     }
-}
-
-fn parse_id(text: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = text.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Whether a broadcast to `opts` reaches a session in `rooms` (its own id among them).
@@ -770,45 +758,32 @@ mod tests {
         assert_eq!(listed, serde_json::json!([sid.as_str(), "a"]));
     }
 
+    /// A stream entry of a broadcast as the reference writes it.
+    fn broadcast_entry(id: &str, data: &str) -> Value {
+        let field = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let fields = ["uid", "f2b28024d9039499", "nsp", "/", "type", "3", "data", data];
+        Value::Array(vec![
+            field(id),
+            Value::Array(fields.into_iter().map(field).collect()),
+        ])
+    }
+
     #[test]
     fn entries_decode_json_and_base64_msgpack() {
-        let field = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let json = Value::Array(vec![
-            field("1-0"),
-            Value::Array(vec![
-                field("uid"),
-                field("f2b28024d9039499"),
-                field("nsp"),
-                field("/"),
-                field("type"),
-                field("3"),
-                field("data"),
-                field(
-                    r#"{"packet":{"type":2,"data":["ev",1]},"opts":{"rooms":["room"],"except":[],"flags":{}}}"#,
-                ),
-            ]),
-        ]);
+        let json = broadcast_entry(
+            "1-0",
+            r#"{"packet":{"type":2,"data":["ev",1]},"opts":{"rooms":["room"],"except":[],"flags":{}}}"#,
+        );
         let entry = parse_entry(&json).unwrap();
         assert_eq!((entry.kind, entry.nsp.as_str()), (3, "/"));
         let missed = recoverable(&entry, "/").unwrap();
         assert_eq!(missed.packet.data, Some(serde_json::json!(["ev", 1])));
         assert_eq!(missed.opts.rooms.as_slice(), &[Room::from("room")]);
         // Binary: base64 of msgpack, as the reference writes it.
-        let binary = Value::Array(vec![
-            field("2-0"),
-            Value::Array(vec![
-                field("uid"),
-                field("x"),
-                field("nsp"),
-                field("/"),
-                field("type"),
-                field("3"),
-                field("data"),
-                field(
-                    "gqZwYWNrZXSCpHR5cGUCpGRhdGGSo2JpbsQDAQIDpG9wdHODpXJvb21zkaRyb29tpmV4Y2VwdJGlb3RoZXKlZmxhZ3OA",
-                ),
-            ]),
-        ]);
+        let binary = broadcast_entry(
+            "2-0",
+            "gqZwYWNrZXSCpHR5cGUCpGRhdGGSo2JpbsQDAQIDpG9wdHODpXJvb21zkaRyb29tpmV4Y2VwdJGlb3RoZXKlZmxhZ3OA",
+        );
         let entry = parse_entry(&binary).unwrap();
         let missed = recoverable(&entry, "/").unwrap();
         assert_eq!(

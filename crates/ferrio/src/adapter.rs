@@ -604,20 +604,18 @@ impl LocalAdapter {
         top
     }
 
-    /// The local sockets a selection matches, each once.
-    pub fn select(&self, opts: &BroadcastOptions) -> Vec<Socket> {
+    /// Calls `f` for each local socket a selection matches, once each (under the index's
+    /// read lock).
+    fn for_each_selected(&self, opts: &BroadcastOptions, mut f: impl FnMut(&Socket)) {
         let index = self.index.read();
         let excluded = index.excluded(&opts.except);
         let keep = |sid: &Sid| !excluded.contains(sid);
         if opts.rooms.is_empty() {
-            return index
-                .sockets
-                .iter()
-                .filter(|(sid, _)| keep(sid))
-                .map(|(_, e)| e.socket.clone())
-                .collect();
+            for (_, e) in index.sockets.iter().filter(|(sid, _)| keep(sid)) {
+                f(&e.socket);
+            }
+            return;
         }
-        let mut out = Vec::new();
         let mut seen = HashSet::new();
         let single = opts.rooms.len() == 1;
         for room in &opts.rooms {
@@ -626,11 +624,30 @@ impl LocalAdapter {
                     && (single || seen.insert(sid))
                     && let Some(entry) = index.sockets.get(&sid)
                 {
-                    out.push(entry.socket.clone());
+                    f(&entry.socket);
                 }
             }
         }
+    }
+
+    /// The local sockets a selection matches, each once.
+    pub fn select(&self, opts: &BroadcastOptions) -> Vec<Socket> {
+        let mut out = Vec::new();
+        self.for_each_selected(opts, |socket| out.push(socket.clone()));
         out
+    }
+
+    /// How many local sockets a selection matches.
+    pub fn count(&self, opts: &BroadcastOptions) -> usize {
+        let mut n = 0;
+        self.for_each_selected(opts, |_| n += 1);
+        n
+    }
+
+    /// Whether `room` reaches a local socket: a named room with a member, or the id of a
+    /// socket connected here (every socket is in the room named by its id).
+    pub fn has_room_or_socket(&self, room: &str) -> bool {
+        self.has_room(room) || room.parse::<Sid>().is_ok_and(|sid| self.has_socket(sid))
     }
 
     /// Queues `packet` for every matching local socket; returns how many.

@@ -59,7 +59,7 @@ pub use namespace::{
 };
 pub use operators::{BroadcastAcks, BroadcastOperator, Confirmation, EmitError};
 pub use payload::{AckSender, Event, Payload};
-pub use recovery::{History, HistoryError, HistoryMessage, RecoveryConfig, RoomWindow};
+pub use recovery::{History, HistoryError, HistoryMessage, RecoveryConfig, RoomWindow, parse_log_id};
 pub use service::{FerrioLayer, ServeOptions, serve, serve_with};
 pub use sid::Sid;
 pub use socket::{Accepted, AckError, ConnectError, ConnectOutcome, DisconnectReason, Socket};

@@ -460,7 +460,7 @@ impl Namespace {
             || opts
                 .rooms
                 .iter()
-                .any(|room| local.has_room(room) || recovery.retains(room) || self.hosts_socket(room));
+                .any(|room| local.has_room_or_socket(room) || recovery.retains(room));
         if !hosted {
             return 0;
         }
@@ -564,10 +564,6 @@ impl Namespace {
                 }
             }
         });
-    }
-
-    fn hosts_socket(&self, room: &str) -> bool {
-        room.parse::<Sid>().is_ok_and(|sid| self.socket(sid).is_some())
     }
 
     /// Whether a room must stay reachable from the cluster although no local socket is in

@@ -142,6 +142,21 @@ for (const mode of ['classic', 'sharded']) {
     }
 
     /** Everything queued for `socket` before has been sent: a join round trip, then a pause. */
+    /**
+     * While C is away: `count` messages (1..count) published to `room` through N2, each
+     * acknowledged ok, and the probe through N1's witness; then C reconnects to `node`.
+     * Returns the recovery counters from before the reconnection.
+     */
+    async function publishThenReconnect(s, room, count, node) {
+      for (let n = 1; n <= count; n++) {
+        assert.deepEqual(await ack(s.p2, 'publish', { room, event: room, data: n }), { ok: true }, `publish ${n}`);
+      }
+      await s.probe();
+      const counts = await recoveryCounts(node);
+      await reconnect(s.c);
+      return counts;
+    }
+
     async function settle(socket, ms = 300) {
       assert.deepEqual(await ack(socket, 'join', `settle-${Math.random().toString(36).slice(2)}`), { ok: true });
       await cs.sleep(ms);
@@ -153,12 +168,7 @@ for (const mode of ['classic', 'sharded']) {
       const { c, p2, got } = s;
       const id = c.id;
       await holdAndCut(s, room);
-      for (let n = 1; n <= 20; n++) {
-        assert.deepEqual(await ack(p2, 'publish', { room, event: room, data: n }), { ok: true }, `publish ${n}`);
-      }
-      await s.probe();
-      const counts = await recoveryCounts(n1);
-      await reconnect(c);
+      const counts = await publishThenReconnect(s, room, 20, n1);
       assert.equal(c.recovered, true, 'recovered');
       assert.equal(c.id, id, 'same socket id');
       await waitUntil(() => got.length >= 21, { timeout: 5000, what: 'the 20 missed messages' });
@@ -182,12 +192,7 @@ for (const mode of ['classic', 'sharded']) {
       const { c, p2, got } = s;
       const id = c.id;
       await holdAndCut(s, room);
-      for (let n = 1; n <= 20; n++) {
-        assert.deepEqual(await ack(p2, 'publish', { room, event: room, data: n }), { ok: true }, `publish ${n}`);
-      }
-      await s.probe();
-      const counts = await recoveryCounts(n1t);
-      await reconnect(c);
+      const counts = await publishThenReconnect(s, room, 20, n1t);
       assert.equal(c.recovered, false, 'not recovered: C missed more than the window holds');
       assert.notEqual(c.id, id, 'a new socket');
       await settle(c);
@@ -226,12 +231,7 @@ for (const mode of ['classic', 'sharded']) {
         }
       }
 
-      for (let n = 1; n <= 3; n++) {
-        assert.deepEqual(await ack(p2, 'publish', { room, event: room, data: n }), { ok: true }, `publish ${n}`);
-      }
-      await s.probe();
-      const counts = await recoveryCounts(n1);
-      await reconnect(c);
+      const counts = await publishThenReconnect(s, room, 3, n1);
       assert.equal(c.recovered, false, 'not recovered: N1\'s feed from Redis had a gap while C was away');
       assert.notEqual(c.id, id, 'a new socket');
       await settle(c);

@@ -47,6 +47,22 @@ pub async fn join(ws: &mut Ws, room: &str) {
     assert_eq!(ack, "431[{\"ok\":true}]");
 }
 
+/// Sends event `name` with `args` and ack id `id`; returns the ack's first argument.
+pub async fn ask(ws: &mut Ws, id: u32, name: &str, args: Value) -> Value {
+    let mut packet = vec![Value::from(name)];
+    packet.extend(args.as_array().cloned().unwrap_or_default());
+    ws.send(Message::text(format!("42{id}{}", Value::Array(packet))))
+        .await
+        .unwrap();
+    loop {
+        let text = next_text(ws).await.expect("closed before the ack");
+        if let Some(body) = text.strip_prefix(&format!("43{id}")) {
+            let args: Value = serde_json::from_str(body).unwrap();
+            return args[0].clone();
+        }
+    }
+}
+
 /// The next event packet's `[name, args...]`.
 pub async fn next_event(ws: &mut Ws) -> Value {
     let text = next_text(ws).await.expect("closed before the event");

@@ -2,11 +2,9 @@
 //! `GET /api/history/{room}` read a room's own window; a busy room does not push a quiet room's
 //! messages out; the configuration refuses history without recovery.
 
-use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::api::{api_config, call, join, user};
+use crate::api::{api_config, ask, call, join, user};
 use crate::support::*;
 
 fn history_config() -> String {
@@ -15,22 +13,6 @@ fn history_config() -> String {
          [[history.rooms]]\npattern = \"chat:quiet\"\nsize = 3\nttl = \"10m\"\n\
          [[history.rooms]]\npattern = \"chat:b*\"\nsize = 3\nttl = \"10m\"\n",
     )
-}
-
-/// Sends event `name` with `args` and ack id `id`; returns the ack's first argument.
-async fn ask(ws: &mut Ws, id: u32, name: &str, args: Value) -> Value {
-    let mut packet = vec![Value::from(name)];
-    packet.extend(args.as_array().cloned().unwrap_or_default());
-    ws.send(Message::text(format!("42{id}{}", Value::Array(packet))))
-        .await
-        .unwrap();
-    loop {
-        let text = next_text(ws).await.expect("closed before the ack");
-        if let Some(body) = text.strip_prefix(&format!("43{id}")) {
-            let args: Value = serde_json::from_str(body).unwrap();
-            return args[0].clone();
-        }
-    }
 }
 
 async fn emit(server: &Server, room: &str, n: u64) {

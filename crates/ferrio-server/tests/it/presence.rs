@@ -2,27 +2,11 @@
 //! the `presence:join` / `presence:leave` announcements of configured rooms.
 
 use futures_util::SinkExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::api::{api_config, call, join, next_event, user};
+use crate::api::{api_config, ask, call, join, next_event, user};
 use crate::support::*;
-
-/// Sends event `name` with `args` and ack id `id`; returns the ack's first argument.
-async fn ask(ws: &mut Ws, id: u32, name: &str, args: Value) -> Value {
-    let mut packet = vec![Value::from(name)];
-    packet.extend(args.as_array().cloned().unwrap_or_default());
-    ws.send(Message::text(format!("42{id}{}", Value::Array(packet))))
-        .await
-        .unwrap();
-    loop {
-        let text = next_text(ws).await.expect("closed before the ack");
-        if let Some(body) = text.strip_prefix(&format!("43{id}")) {
-            let args: Value = serde_json::from_str(body).unwrap();
-            return args[0].clone();
-        }
-    }
-}
 
 #[tokio::test]
 async fn presence_event_lists_users_and_checks_permissions() {
