@@ -166,11 +166,20 @@ pub(crate) fn recovered(namespace: &str) {
 /// A client asked for its session and was told `recovered: false`.
 pub(crate) fn recovery_failed(namespace: &str, reason: &'static str) {
     metrics::counter!("ferrio_recovery_total", "result" => "failed", "reason" => reason).increment(1);
-    tracing::info!(
-        ns = namespace,
-        reason,
-        "session not recovered; the client starts afresh"
-    );
+    // Unknown sessions and offsets are what anyone can send: counted, not worth a line each.
+    if matches!(reason, "unknown_session" | "unknown_offset") {
+        tracing::debug!(
+            ns = namespace,
+            reason,
+            "session not recovered; the client starts afresh"
+        );
+    } else {
+        tracing::info!(
+            ns = namespace,
+            reason,
+            "session not recovered; the client starts afresh"
+        );
+    }
 }
 
 pub(crate) fn protocol_error(kind: &'static str) {
