@@ -176,6 +176,14 @@ pub fn parse_log_id(text: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// The key just before a shared log's entry `id`.
+fn before((ms, seq): Key) -> Key {
+    match seq {
+        0 => (ms.saturating_sub(1), u64::MAX),
+        _ => (ms, seq - 1),
+    }
+}
+
 #[derive(Debug)]
 struct StoredPacket {
     offset: Key,
@@ -308,10 +316,13 @@ struct Store {
     /// The first offset recorded after the cluster feed last came back: a session whose
     /// offset is older may have missed what other nodes sent meanwhile.
     gap_end: Option<Key>,
-    /// Shared log only: the last entry delivered here, and the newest entry that may be
-    /// missing from the cache (trimmed, or lost to a break in reading the log).
-    delivered: Option<Key>,
+    /// The newest packet trimmed from the namespace's window.
     horizon: Option<Key>,
+    /// Shared log only: the last entry delivered here.
+    delivered: Option<Key>,
+    /// Shared log only: the newest entry that may never have reached this cache (it came
+    /// before this node started reading, or during a break in reading).
+    blind: Option<Key>,
     /// Rooms with a window of their own.
     windows: HashMap<Room, Window>,
     window_bytes: usize,
@@ -522,8 +533,7 @@ impl Recovery {
     }
 
     /// Keeps a packet: in the window of each of its rooms that has one, and in the
-    /// namespace's window unless every room it goes to has its own (a shared log's cache
-    /// keeps everything there too: what it reads back relies on it).
+    /// namespace's window unless every room it goes to has its own.
     fn keep_packet(
         &self,
         store: &mut Store,
@@ -565,7 +575,7 @@ impl Recovery {
         while store.window_bytes > self.config.max_bytes && !store.windows.is_empty() {
             drop_stalest_window(store);
         }
-        if !everywhere_windowed || self.log.is_some() {
+        if !everywhere_windowed {
             store.keep(offset, opts, packet, now);
         }
     }
@@ -596,6 +606,9 @@ impl Recovery {
     fn covers(&self, store: &mut Store, room: &str, offset: Key, now: Instant) -> bool {
         if self.window_for(room).is_none() {
             return true;
+        }
+        if store.blind.is_some_and(|b| b > offset) {
+            return false;
         }
         self.trim_window(store, room, now);
         match store.windows.get(room) {
@@ -742,7 +755,7 @@ impl Recovery {
         }
         self.trim(&mut store, now);
         let result = if self.log.is_some() {
-            self.collect_logged(&store, &claim)
+            self.collect_logged(&mut store, &claim)
         } else {
             self.collect_local(&mut store, &claim)
         };
@@ -854,8 +867,11 @@ impl Recovery {
     ) -> usize {
         let now = Instant::now();
         let mut store = self.store.lock();
-        if store.delivered.is_some_and(|d| id <= d) {
-            return 0;
+        match store.delivered {
+            Some(d) if id <= d => return 0,
+            Some(_) => {}
+            // The first entry this node reads: whatever came before may never reach it.
+            None => store.blind = store.blind.max(Some(before(id))),
         }
         store.delivered = Some(id);
         let Some(packet) = keep else {
@@ -870,17 +886,21 @@ impl Recovery {
     /// delivered here: the cache no longer proves anything older.
     pub(crate) fn log_broke(&self) {
         let mut store = self.store.lock();
-        store.horizon = store.horizon.max(store.delivered);
+        store.blind = store.blind.max(store.delivered);
     }
 
-    /// Whether this node's cache holds the entry `offset` (and so everything after it that
-    /// was delivered here): a restore then needs nothing read back from the log.
+    /// Whether this node's cache holds everything after `offset` that went to the namespace
+    /// at large (the rooms with windows of their own are checked once the session's rooms are
+    /// known): a restore then needs nothing read back from the log. An offset this node has
+    /// not reached yet is read back.
     pub(crate) fn cache_holds(&self, offset: &str) -> bool {
         let Some(key) = parse_log_id(offset) else {
             return false;
         };
         let store = self.store.lock();
-        store.horizon.is_none_or(|h| h < key) && store.packets.iter().any(|p| p.offset == key)
+        store.delivered.is_some_and(|d| key <= d)
+            && store.blind.is_none_or(|b| b <= key)
+            && store.horizon.is_none_or(|h| h <= key)
     }
 
     /// A claim on a session the shared log gave back.
@@ -929,21 +949,23 @@ impl Recovery {
     }
 
     /// [`Recovery::resume`] for a shared log: what was read back from the log up to what
-    /// this node delivered, then this node's cache after it.
-    fn collect_logged(&self, store: &Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
+    /// this node delivered, then this node's cache after it (the namespace's window and the
+    /// windows of the session's rooms, each of which must hold everything after that point).
+    fn collect_logged(&self, store: &mut Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
         let own = Room::from(claim.sid.as_str());
-        let wanted = |p: &StoredPacket| {
-            let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
-            (p.rooms.is_empty() || in_rooms(&p.rooms)) && !in_rooms(&p.except)
-        };
+        let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
+        let wanted = |p: &StoredPacket| (p.rooms.is_empty() || in_rooms(&p.rooms)) && !in_rooms(&p.except);
         // Nothing delivered yet: the log's end is where this node is.
         let delivered = store.delivered.unwrap_or((0, 0));
-        let mut missed = Vec::new();
+        let mut missed = std::collections::BTreeMap::new();
         let mut push = |p: &StoredPacket| {
+            if missed.contains_key(&p.offset) {
+                return Ok(());
+            }
             if missed.len() == self.config.max_missed_packets {
                 return Err(Failure::TooManyMissed);
             }
-            missed.push(p.packet.clone());
+            missed.insert(p.offset, p.packet.clone());
             Ok(())
         };
         let from = match &claim.read {
@@ -958,21 +980,28 @@ impl Recovery {
             None => claim.offset,
         };
         if delivered > from {
-            if store.horizon.is_some_and(|h| h > from) {
+            let hidden = |h: Option<Key>| h.is_some_and(|h| h > from);
+            if hidden(store.blind) || hidden(store.horizon) {
                 return Err(Failure::HistoryTrimmed);
             }
-            if claim.read.is_none() && !store.packets.iter().any(|p| p.offset == claim.offset) {
-                return Err(Failure::HistoryTrimmed);
+            let now = Instant::now();
+            for room in &claim.rooms {
+                if !self.covers(store, room, from, now) {
+                    return Err(Failure::HistoryTrimmed);
+                }
             }
-            for p in store
-                .packets
-                .iter()
-                .filter(|p| p.offset > from && p.offset <= delivered && wanted(p))
-            {
-                push(p)?;
+            let windows = claim.rooms.iter().filter_map(|r| store.windows.get(r));
+            let sources = std::iter::once(&store.packets).chain(windows.map(|w| &w.packets));
+            for packets in sources {
+                let start = packets.partition_point(|p| p.offset <= from);
+                for p in packets.range(start..) {
+                    if p.offset <= delivered && wanted(p) {
+                        push(p)?;
+                    }
+                }
             }
         }
-        Ok(missed)
+        Ok(missed.into_values().collect())
     }
 
     #[cfg(test)]
@@ -1231,6 +1260,103 @@ mod tests {
         assert!(missed[1].starts_with(r#"2["m",52,"#));
         // The namespace's window holds what no room window does: it stayed small.
         assert!(r.stored().0 <= 5);
+    }
+
+    /// A shared log that is never asked anything: the cache answers.
+    struct Unused;
+    impl SessionLog for Unused {
+        fn persist(&self, _: Sid, _: Sid, _: Vec<Room>, _: Value, _: Option<String>, _: Duration) {}
+        fn forget(&self, _: Sid) {}
+        fn restore(
+            &self,
+            _: Sid,
+            _: String,
+            _: bool,
+            _: usize,
+        ) -> futures_util::future::BoxFuture<'static, Result<crate::LoggedSession, crate::LogRefusal>>
+        {
+            unreachable!()
+        }
+    }
+
+    /// Delivers a shared log's entry `ms-0` to a room, as a cluster adapter does.
+    fn logged(r: &Recovery, ms: u64, room: &str) {
+        let packet = EncodedPacket::event(
+            "/",
+            "m",
+            Payload::args(vec![ms.into(), format!("{ms}-0").into()]),
+            None,
+        );
+        r.record_logged((ms, 0), &opts(&[room], &[]), Some(packet.with_offset()), |_| 0);
+    }
+
+    /// A node reading the shared log restores a session from its cache with every room's own
+    /// window: a busy room pushing entries out of the namespace's window (and out of the log
+    /// itself) does not cost a quiet room its packets; a node that started reading after the
+    /// offset, or broke off reading, refuses.
+    #[tokio::test]
+    async fn a_shared_logs_cache_keeps_each_rooms_window() {
+        let mut config = windowed(5, 100).config;
+        config.rooms[0].size = 20;
+        let r = Recovery::with_log(config.clone(), Some(Arc::new(Unused)));
+        let session = |rooms: &[&str]| crate::LoggedSession {
+            sid: Sid::random(),
+            rooms: rooms.iter().map(|r| Room::from(*r)).collect(),
+            data: Value::Null,
+            missed: None,
+            rooms_changed_at: None,
+        };
+        let restore = |r: &Recovery, offset: &str, rooms: &[&str]| {
+            assert!(r.cache_holds(offset), "{offset}");
+            let claim = r.claim_logged(Sid::random(), offset, session(rooms))?;
+            r.resume(claim, |restored| {
+                restored.map(|back| back.missed.iter().map(text).collect::<Vec<_>>())
+            })
+        };
+        logged(&r, 100, "chat:quiet");
+        for ms in 101..=200 {
+            logged(&r, ms, "chat:busy");
+        }
+        logged(&r, 201, "chat:quiet");
+        logged(&r, 202, "lobby");
+        let missed = restore(&r, "100-0", &["chat:quiet"]).unwrap();
+        assert_eq!(missed.len(), 1, "{missed:?}");
+        assert!(missed[0].starts_with(r#"2["m",201,"#), "{missed:?}");
+        // The lobby has no window: the namespace's holds it.
+        let missed = restore(&r, "100-0", &["chat:quiet", "lobby"]).unwrap();
+        assert_eq!(missed.len(), 2, "{missed:?}");
+        // The busy room's own window (20) was trimmed past the offset.
+        assert_eq!(
+            restore(&r, "100-0", &["chat:busy"]).unwrap_err(),
+            Failure::HistoryTrimmed
+        );
+        assert_eq!(restore(&r, "195-0", &["chat:busy"]).unwrap().len(), 5);
+
+        // A node whose first entry is after the offset cannot know what came before.
+        let late = Recovery::with_log(config, Some(Arc::new(Unused)));
+        logged(&late, 300, "chat:quiet");
+        assert!(!late.cache_holds("250-0"));
+        let claim = late
+            .claim_logged(Sid::random(), "250-0", session(&["chat:quiet"]))
+            .unwrap();
+        assert_eq!(
+            late.resume(claim, |x| x.map(drop)).unwrap_err(),
+            Failure::HistoryTrimmed
+        );
+        assert_eq!(restore(&late, "300-0", &["chat:quiet"]).unwrap().len(), 0);
+        // A break in reading hides everything up to where it stood.
+        logged(&late, 301, "chat:quiet");
+        late.log_broke();
+        logged(&late, 305, "chat:quiet");
+        assert!(!late.cache_holds("300-0"));
+        let claim = late
+            .claim_logged(Sid::random(), "300-0", session(&["chat:quiet"]))
+            .unwrap();
+        assert_eq!(
+            late.resume(claim, |x| x.map(drop)).unwrap_err(),
+            Failure::HistoryTrimmed
+        );
+        assert_eq!(restore(&late, "301-0", &["chat:quiet"]).unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -10,10 +10,16 @@
 //   and a ferrio node): recovery from the Node node onto the ferrio node and back, and
 //   broadcasts in both directions;
 // * a stream trimmed past the client's offset: recovered === false, nothing stale.
+// * rooms with windows of their own ([[history.rooms]]) and a stream that keeps almost nothing:
+//   after the client's node is SIGKILLed, a quiet room's member recovers on the survivor from
+//   that node's window of the room, a busy room's member whose window was trimmed is refused.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { io: connectClient } = require('socket.io-client');
 const procs = require('../cluster/procs');
 const { startServeNode, waitReadyz, metrics, counterSum, sleep } = require('../lib/cluster-serve');
@@ -275,5 +281,83 @@ describe('streams mode: a trimmed stream refuses recovery', { skip }, () => {
     assert.notEqual(client.id, id);
     await sleep(200);
     assert.deepEqual(got, [0], 'nothing replayed');
+  });
+});
+
+describe('streams mode: each room keeps its own window, on any node', { skip }, () => {
+  let redis;
+  let nodes = [];
+  let proxy;
+  let dir;
+  const open = [];
+
+  before(async () => {
+    redis = await procs.startRedis();
+    // A stream that keeps almost nothing and a namespace window of 5: only the rooms' own
+    // windows (20 each) can prove a session complete.
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrio-windows-'));
+    const config = path.join(dir, 'ferrio.toml');
+    fs.writeFileSync(config, [
+      '[[history.rooms]]', 'pattern = "quiet:*"', 'size = 20', 'ttl = "10m"',
+      '[[history.rooms]]', 'pattern = "busy:*"', 'size = 20', 'ttl = "10m"', '',
+    ].join('\n'));
+    const env = {
+      FERRIO_RECOVERY__ENABLED: 'true',
+      FERRIO_RECOVERY__MAX_DISCONNECTION_DURATION: '30s',
+      FERRIO_RECOVERY__MAX_PACKETS: '5',
+      FERRIO_CLUSTER__STREAM_MAX_LEN: '1',
+    };
+    nodes = await Promise.all([1, 2].map((i) => startServeNode({
+      redis, mode: 'streams', name: `w${i}`, env, args: ['--config', config],
+    })));
+    await waitReadyz(nodes);
+    proxy = await startProxy(nodes[0].port);
+  });
+  after(async () => {
+    for (const s of open) s.close();
+    if (proxy) proxy.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    if (redis) await redis.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a busy room trims the stream, the client\'s node dies: the quiet room recovers on the survivor, the busy one refuses', async () => {
+    const publisher = await connect(nodes[1].url);
+    open.push(publisher);
+    const quiet = await connect(proxy.url, { reconnection: true });
+    const busy = await connect(proxy.url, { reconnection: true });
+    open.push(quiet, busy);
+    assert.deepEqual(await ack(quiet, 'join', 'quiet:1'), { ok: true });
+    assert.deepEqual(await ack(busy, 'join', 'busy:1'), { ok: true });
+    const got = { quiet: [], busy: [] };
+    quiet.on('q', (n) => got.quiet.push(n));
+    busy.on('b', (n) => got.busy.push(n));
+    await ack(publisher, 'publish', { room: 'quiet:1', event: 'q', data: 0 });
+    await ack(publisher, 'publish', { room: 'busy:1', event: 'b', data: 0 });
+    await until('first messages', () => got.quiet.length === 1 && got.busy.length === 1);
+    const ids = { quiet: quiet.id, busy: busy.id };
+
+    for (const s of [quiet, busy]) s.io.reconnection(false);
+    nodes[0].child.kill('SIGKILL');
+    await until('disconnect', () => !quiet.connected && !busy.connected);
+    proxy.point(nodes[1].port);
+    // 300 messages to the busy room: far past the stream's length and its own window.
+    for (let n = 1; n <= 300; n++) {
+      await ack(publisher, 'publish', { room: 'busy:1', event: 'b', data: n });
+      if (n % 100 === 0) await ack(publisher, 'publish', { room: 'quiet:1', event: 'q', data: n / 100 });
+    }
+    for (const s of [quiet, busy]) { s.io.reconnection(true); s.connect(); }
+    await Promise.all([connected(quiet), connected(busy)]);
+    assert.equal(quiet.recovered, true, 'the quiet room\'s own window covers the gap');
+    assert.equal(quiet.id, ids.quiet);
+    await until('missed quiet messages', () => got.quiet.length === 4);
+    assert.deepEqual(got.quiet, [0, 1, 2, 3]);
+    assert.equal(busy.recovered, false, 'the busy room\'s window was trimmed past the offset');
+    assert.notEqual(busy.id, ids.busy);
+    await sleep(200);
+    assert.deepEqual(got.busy, [0], 'no partial replay');
+    const m = await metrics(nodes[1]);
+    assert.equal(counterSum(m, 'ferrio_recovery_total', { result: 'recovered' }), 1);
+    assert.equal(counterSum(m, 'ferrio_recovery_total', { result: 'failed', reason: 'history_trimmed' }), 1);
   });
 });
