@@ -277,6 +277,8 @@ pub struct RedisAdapter {
     lingering: Mutex<HashSet<Room>>,
     /// Streams mode: the node's stream reader and settings.
     hub: Option<Arc<streams::Hub>>,
+    /// Rooms whose histories are kept in Redis.
+    history: Option<crate::history::Rules>,
     me: Weak<RedisAdapter>,
 }
 
@@ -319,6 +321,13 @@ impl RedisAdapter {
             },
             main,
         };
+        let history = (!opts.history.is_empty()).then(|| crate::history::Rules {
+            windows: opts.history.clone(),
+            base: match opts.mode {
+                Mode::Streams => opts.streams.stream.clone(),
+                Mode::Classic | Mode::Sharded => opts.key.clone(),
+            },
+        });
         let adapter = Arc::new_cyclic(|me| Self {
             local: LocalAdapter::new(),
             ctx: ctx.clone(),
@@ -330,6 +339,7 @@ impl RedisAdapter {
             ack_requests: Mutex::new(HashMap::new()),
             remote_ack_ids: AtomicU64::new(REMOTE_ACK_ID_BASE),
             lingering: Mutex::new(HashSet::new()),
+            history,
             hub,
             me: me.clone(),
         });
@@ -1191,12 +1201,23 @@ impl RedisAdapter {
         cmd: redis::Cmd,
         on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
     ) -> Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError> {
-        let (tx, rx) = oneshot::channel();
         let key = self
             .hub
             .as_ref()
             .map(|h| h.options().stream.clone())
             .unwrap_or_default();
+        self.command_now(key, cmd, on_failure)
+    }
+
+    /// Queues a command on the publishing connection (in order with the publishes and
+    /// appends); `key` routes it on a Redis Cluster. The future says whether Redis took it.
+    fn command_now(
+        &self,
+        key: String,
+        cmd: redis::Cmd,
+        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
+    ) -> Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError> {
+        let (tx, rx) = oneshot::channel();
         let done: crate::link::Done = Box::new(move |result: Result<redis::Value, LinkError>| {
             if result.is_err()
                 && let Some(f) = on_failure
@@ -1231,20 +1252,22 @@ impl RedisAdapter {
         Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError>,
     ) {
         let hub = self.hub.as_ref().expect("streams mode has a hub");
-        let data = Mp::Map(vec![
-            (
-                Mp::from("packet"),
-                codec::packet_to_msgpack(&packet.cluster_packet(), false),
-            ),
-            (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
-        ]);
-        let cmd = streams::xadd(
-            hub.options(),
-            &self.uid,
-            self.nsp(),
-            cluster_type::BROADCAST,
-            &data,
-        );
+        let data = self.entry_data(packet, opts);
+        let rooms = self.history_targets(packet, opts);
+        let cmd = if rooms.is_empty() {
+            streams::xadd(
+                hub.options(),
+                &self.uid,
+                self.nsp(),
+                cluster_type::BROADCAST,
+                &data,
+            )
+        } else {
+            // The rooms' histories get the entry under its id in the stream, in one step.
+            let fields = streams::entry_fields(&self.uid, self.nsp(), cluster_type::BROADCAST, &data);
+            let stream = &hub.options().stream;
+            crate::history::write(Some((stream, hub.options().max_len)), &rooms, &fields)
+        };
         let local = self.local.count(opts);
         let me = self.me.clone();
         let (fallback, fallback_opts) = (packet.clone(), opts.clone());
@@ -1260,6 +1283,44 @@ impl RedisAdapter {
                 (local, Err(e))
             }
         }
+    }
+
+    /// A broadcast as the stream's (and the histories') entries carry it: `{packet, opts}`.
+    fn entry_data(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Mp {
+        Mp::Map(vec![
+            (
+                Mp::from("packet"),
+                codec::packet_to_msgpack(&packet.cluster_packet(), false),
+            ),
+            (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+        ])
+    }
+
+    /// The rooms' histories a broadcast is appended to (see [`crate::history`]).
+    fn history_targets(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+    ) -> Vec<crate::history::Target> {
+        match &self.history {
+            Some(rules) => rules.targets(self.nsp(), packet.packet(), opts),
+            None => Vec::new(),
+        }
+    }
+
+    /// Classic and sharded formats: appends a broadcast to its rooms' histories, queued
+    /// before its publish on the same connection; `None` when no room of it keeps one.
+    fn append_history(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+    ) -> Option<Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError>> {
+        let rooms = self.history_targets(packet, opts);
+        let first = rooms.first()?.key.clone();
+        let data = self.entry_data(packet, opts);
+        let fields = streams::entry_fields(&self.uid, self.nsp(), cluster_type::BROADCAST, &data);
+        let cmd = crate::history::write(None, &rooms, &fields);
+        Some(self.command_now(first, cmd, None))
     }
 
     /// An entry read from the stream, for this namespace.
@@ -1417,6 +1478,9 @@ impl Adapter for RedisAdapter {
         if opts.flags.local {
             return Ok(n);
         }
+        if let Some(Err(e)) = self.append_history(packet, opts) {
+            tracing::debug!(error = %e, "a broadcast could not be kept in its rooms' histories");
+        }
         let (channel, payload) = self.broadcast_payload(&packet.cluster_packet(), opts);
         self.publish(channel, payload)?;
         Ok(n)
@@ -1461,12 +1525,20 @@ impl Adapter for RedisAdapter {
                 count_channel: channel.clone(),
             },
         };
+        // Confirmed when the publish reached the other nodes and the rooms' histories (if
+        // any) have the message.
+        let history = self.append_history(packet, opts);
         let cluster: BoxFuture<'static, Result<(), AdapterError>> =
             match self
                 .link
                 .publish_receipt(self.sharded(), channel, payload, Some(reach))
             {
-                Ok(receipt) => Box::pin(async move { receipt.await.map_err(unavailable) }),
+                Ok(receipt) => Box::pin(async move {
+                    if let Some(history) = history {
+                        history?.await?;
+                    }
+                    receipt.await.map_err(unavailable)
+                }),
                 Err(e) => Box::pin(std::future::ready(Err(unavailable(e)))),
             };
         Sent { local, cluster }
@@ -1703,6 +1775,15 @@ impl Adapter for RedisAdapter {
 
     fn server_count(&self) -> BoxFuture<'_, Result<usize, AdapterError>> {
         Box::pin(async move { Ok(self.count_servers().await?.max(1)) })
+    }
+
+    fn history_store(&self) -> Option<Arc<dyn ferrio::HistoryStore>> {
+        let rules = self.history.clone()?;
+        Some(Arc::new(crate::history::RedisHistory {
+            link: self.link.clone(),
+            rules,
+            nsp: self.nsp().to_owned(),
+        }))
     }
 
     fn session_log(&self) -> Option<Arc<dyn ferrio::SessionLog>> {

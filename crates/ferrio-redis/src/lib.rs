@@ -38,6 +38,7 @@
 mod adapter;
 mod codec;
 mod emitter;
+mod history;
 mod link;
 mod streams;
 
@@ -100,6 +101,8 @@ pub(crate) struct Options {
     pub requests_timeout: Duration,
     pub specific_response_channel: bool,
     pub streams: streams::StreamOptions,
+    /// Rooms whose histories are kept in Redis.
+    pub history: Vec<ferrio::RoomWindow>,
 }
 
 /// Why connecting failed.
@@ -181,6 +184,7 @@ impl RedisAdapterBuilder {
                 requests_timeout: Duration::from_secs(5),
                 specific_response_channel: false,
                 streams: streams::StreamOptions::default(),
+                history: Vec::new(),
             },
             settings: Settings::default(),
         }
@@ -237,6 +241,17 @@ impl RedisAdapterBuilder {
     /// `sio:session:`).
     pub fn session_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.options.streams.session_prefix = prefix.into();
+        self
+    }
+
+    /// Rooms whose recent messages are kept in Redis for the whole cluster (give the same
+    /// rules as [`ferrio::RecoveryConfig::rooms`]): a broadcast to such a room is appended
+    /// to a stream of the room's own, `{<name>}:history:<nsp>:<room>` (`<name>` is the stream
+    /// name in streams mode, the channel prefix otherwise), trimmed to the rule's `size` and
+    /// `ttl`, and [`ferrio::Namespace::history`] reads it there on any node. Needs Redis 7.0.
+    /// None by default.
+    pub fn history(mut self, rooms: Vec<ferrio::RoomWindow>) -> Self {
+        self.options.history = rooms;
         self
     }
 

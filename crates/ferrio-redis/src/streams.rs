@@ -66,27 +66,33 @@ impl Default for StreamOptions {
     }
 }
 
-/// The `XADD` of one message.
-pub(crate) fn xadd(opts: &StreamOptions, uid: &str, nsp: &str, kind: u64, data: &Mp) -> redis::Cmd {
+/// The fields of one entry: `uid`, `nsp`, `type` and `data` (JSON, or base64 of msgpack
+/// when a message type that may carry binary does).
+pub(crate) fn entry_fields(uid: &str, nsp: &str, kind: u64, data: &Mp) -> [(&'static str, String); 4] {
     let data = if BINARY_TYPES.contains(&kind) && codec::has_binary(data) {
         BASE64.encode(codec::encode(data))
     } else {
         codec::to_json(data).to_string()
     };
+    [
+        ("uid", uid.to_owned()),
+        ("nsp", nsp.to_owned()),
+        ("type", kind.to_string()),
+        ("data", data),
+    ]
+}
+
+/// The `XADD` of one message.
+pub(crate) fn xadd(opts: &StreamOptions, uid: &str, nsp: &str, kind: u64, data: &Mp) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(&opts.stream)
         .arg("MAXLEN")
         .arg("~")
         .arg(opts.max_len)
-        .arg("*")
-        .arg("uid")
-        .arg(uid)
-        .arg("nsp")
-        .arg(nsp)
-        .arg("type")
-        .arg(kind.to_string())
-        .arg("data")
-        .arg(data);
+        .arg("*");
+    for (field, value) in entry_fields(uid, nsp, kind, data) {
+        cmd.arg(field).arg(value);
+    }
     cmd
 }
 
@@ -167,7 +173,7 @@ fn is_entry(value: &Value) -> bool {
 }
 
 /// The entries of an `XRANGE` answer, or of the streams of an `XREAD` answer.
-fn entries_in(value: &Value) -> Vec<&Value> {
+pub(crate) fn entries_in(value: &Value) -> Vec<&Value> {
     match value {
         // XRANGE: [[id, fields], ...]
         Value::Array(items) if items.iter().all(is_entry) => items.iter().collect(),
@@ -496,7 +502,7 @@ pub fn fuzz_session(raw: &[u8]) {
 }
 
 /// A broadcast entry a session may get back: an event without an ack, not volatile.
-fn recoverable(entry: &Entry, nsp: &str) -> Option<LoggedPacket> {
+pub(crate) fn recoverable(entry: &Entry, nsp: &str) -> Option<LoggedPacket> {
     let data = entry.data.as_ref()?;
     let json = data.json();
     if json.get("requestId").is_some() {

@@ -542,6 +542,14 @@ pub async fn serve_reloadable(
                 .mode(mode)
                 .stream_name(settings.cluster.stream_name.as_str())
                 .stream_max_len(settings.cluster.stream_max_len)
+                // Kept in Redis, so any node answers `history` with every node's messages.
+                .history(
+                    settings
+                        .recovery
+                        .library_config(&settings.history)
+                        .map(|r| r.rooms)
+                        .unwrap_or_default(),
+                )
                 .connect()
                 .await?;
             info!(mode = ?mode, key = %settings.cluster.key, "cluster: Redis adapter connected");

@@ -422,6 +422,27 @@ pub trait Adapter: Send + Sync + 'static {
     fn session_log(&self) -> Option<Arc<dyn SessionLog>> {
         None
     }
+
+    /// A store that keeps the rooms' histories for the whole cluster (see
+    /// [`crate::RecoveryConfig::rooms`]), if the adapter has one; without it each node reads
+    /// its own windows.
+    fn history_store(&self) -> Option<Arc<dyn HistoryStore>> {
+        None
+    }
+}
+
+/// Rooms' histories kept for the whole cluster by a cluster adapter (written when a node
+/// broadcasts to a room with a window, read by any node).
+pub trait HistoryStore: Send + Sync + 'static {
+    /// The messages sent to `room` after `since` (an offset this store gave out; all when
+    /// `None`), the newest `limit`, oldest first; `complete` is false when messages after
+    /// `since` may have been trimmed.
+    fn read(
+        &self,
+        room: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<crate::History, crate::HistoryError>>;
 }
 
 #[derive(Debug)]

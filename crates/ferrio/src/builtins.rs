@@ -191,14 +191,18 @@ impl RoomEvents {
             }
         })
         .on("history", move |socket, mut event| {
-            let answer = history.history(socket, &event);
-            event.ack(answer);
+            let history = history.clone();
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let answer = history.history(&socket, &event).await;
+                event.ack(answer);
+            });
         })
     }
 
     /// `history {room, since?, limit?}`: the room's recent messages, for its members and
     /// those who may join it. Binary arguments come back as attachments of the answer.
-    fn history(&self, socket: &Socket, event: &Event) -> Payload {
+    async fn history(&self, socket: &Socket, event: &Event) -> Payload {
         let refuse = |reason: &str| Payload::args(vec![failure(reason)]);
         let Some(Value::Object(msg)) = event.args().first() else {
             return refuse("expected {room, since?, limit?}");
@@ -223,7 +227,7 @@ impl RoomEvents {
         if !member && !self.policy.may_join(socket, room) {
             return refuse("forbidden");
         }
-        match socket.ns().history(room, since, limit) {
+        match socket.ns().history(room, since, limit).await {
             Ok(history) => {
                 let mut attachments = Vec::new();
                 let messages: Vec<Value> = history
@@ -243,6 +247,7 @@ impl RoomEvents {
             }
             Err(crate::HistoryError::NotKept) => refuse("not_kept"),
             Err(crate::HistoryError::UnknownOffset) => refuse("unknown offset"),
+            Err(crate::HistoryError::Unavailable) => refuse("unavailable"),
         }
     }
 

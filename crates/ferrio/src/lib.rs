@@ -45,8 +45,8 @@ mod sid;
 mod socket;
 
 pub use adapter::{
-    Adapter, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, LocalAdapter, LogRefusal,
-    LoggedPacket, LoggedSession, Membership, Room, Sent, SessionLog, SocketInfo,
+    Adapter, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, HistoryStore, LocalAdapter,
+    LogRefusal, LoggedPacket, LoggedSession, Membership, Room, Sent, SessionLog, SocketInfo,
 };
 pub use config::{AllowRequest, Config, Cors, HandshakeRequest, OriginCheck, Transports};
 pub use engine::{CloseReason, RemoteAddr, SendError, TransportKind};

@@ -478,17 +478,22 @@ impl Namespace {
     }
 
     /// A room's recent messages, from its own window (see
-    /// [`crate::RecoveryConfig::rooms`]): those after `since` (an offset a client got), the
-    /// newest `limit`, oldest first.
-    pub fn history(
+    /// [`crate::RecoveryConfig::rooms`]): those after `since` (an offset from an earlier
+    /// answer), the newest `limit`, oldest first. In a cluster whose adapter keeps histories
+    /// ([`crate::Adapter::history_store`]) they are read from there, whichever node sent them;
+    /// otherwise from this node's window.
+    pub async fn history(
         &self,
         room: &str,
         since: Option<&str>,
         limit: usize,
     ) -> Result<crate::History, crate::HistoryError> {
-        match &self.0.recovery {
-            Some(recovery) => recovery.history(room, since, limit),
-            None => Err(crate::HistoryError::NotKept),
+        let Some(recovery) = self.0.recovery.as_ref().filter(|r| r.keeps_history(room)) else {
+            return Err(crate::HistoryError::NotKept);
+        };
+        match self.0.adapter.history_store() {
+            Some(store) => store.read(room, since, limit).await,
+            None => recovery.history(room, since, limit),
         }
     }
 

@@ -96,6 +96,9 @@ pub enum HistoryError {
     /// `since` is not an offset of this namespace.
     #[error("unknown offset")]
     UnknownOffset,
+    /// The store that keeps it (Redis, in a cluster) cannot be reached.
+    #[error("history is unavailable")]
+    Unavailable,
 }
 
 /// Rooms with a window of their own, at most, per namespace; past it the least recently
@@ -522,6 +525,11 @@ impl Recovery {
             store.gap_open = false;
             store.gap_end = Some((0, store.next_offset));
         }
+    }
+
+    /// Whether a room keeps a window of its own (a history).
+    pub(crate) fn keeps_history(&self, room: &str) -> bool {
+        self.window_for(room).is_some()
     }
 
     /// The window rule of a room (never a socket's own room).

@@ -76,7 +76,8 @@ struct Args {
     #[arg(long, value_name = "ENTRIES")]
     stream_max_len: Option<usize>,
     /// With `--recovery`: rooms matching this pattern (`name` or `prefix*`) keep a window of
-    /// their own, 100 messages and 10 minutes each (`[history]` of `ferrio serve`).
+    /// their own, 100 messages and 10 minutes each, in memory and in Redis (`[history]` of
+    /// `ferrio serve`).
     #[arg(long, value_name = "PATTERN")]
     history: Option<String>,
 }
@@ -229,6 +230,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(entries) = args.stream_max_len {
         builder = builder.stream_max_len(entries);
     }
+    let windows: Vec<ferrio::RoomWindow> = args
+        .history
+        .iter()
+        .map(|pattern| ferrio::RoomWindow {
+            pattern: pattern.clone(),
+            size: 100,
+            ttl: Duration::from_secs(600),
+        })
+        .collect();
+    // Kept in Redis too (with recovery, as `ferrio serve` does).
+    if args.recovery.is_some() {
+        builder = builder.history(windows.clone());
+    }
     let redis = builder.connect().await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let port = listener.local_addr()?.port();
@@ -236,15 +250,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
         recovery: args.recovery.map(|ms| RecoveryConfig {
             max_disconnection_duration: Duration::from_millis(ms),
-            rooms: args
-                .history
-                .iter()
-                .map(|pattern| ferrio::RoomWindow {
-                    pattern: pattern.clone(),
-                    size: 100,
-                    ttl: Duration::from_secs(600),
-                })
-                .collect(),
+            rooms: windows,
             ..RecoveryConfig::default()
         }),
         ..Config::default()

@@ -6,5 +6,6 @@ mod client_recovery;
 mod cluster;
 mod confirmed;
 mod faults;
+mod history;
 mod redis_cluster;
 mod support;

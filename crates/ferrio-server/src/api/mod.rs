@@ -151,7 +151,7 @@ impl Api {
                 let room = percent_decode(&path["/api/history/".len()..]);
                 let res = match room {
                     Some(room) if !room.is_empty() && room.len() <= ferrio::builtins::MAX_NAME_LEN => {
-                        self.history(&req, &room)
+                        self.history(&req, &room).await
                     }
                     _ => bad_request((
                         "room".into(),
@@ -345,7 +345,7 @@ impl Api {
 
     /// `GET /api/history/{room}?namespace=&since=&limit=`: the room's recent messages (binary
     /// arguments as `{"base64": ...}`).
-    fn history<B>(&self, req: &Request<B>, room: &str) -> Response<ResponseBody> {
+    async fn history<B>(&self, req: &Request<B>, room: &str) -> Response<ResponseBody> {
         let namespace = query_param(req, "namespace").unwrap_or_else(|| "/".into());
         let ns = match self.namespace(&namespace) {
             Ok(ns) => ns,
@@ -359,7 +359,7 @@ impl Api {
                 _ => return bad_request(("limit".into(), "must be an integer from 1 to 100".into())),
             },
         };
-        match ns.history(room, since.as_deref(), limit) {
+        match ns.history(room, since.as_deref(), limit).await {
             Ok(history) => {
                 use base64::Engine as _;
                 let messages: Vec<Value> = history
@@ -381,6 +381,11 @@ impl Api {
             Err(ferrio::HistoryError::UnknownOffset) => {
                 bad_request(("since".into(), "is not an offset of this namespace".into()))
             }
+            Err(ferrio::HistoryError::Unavailable) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                Some("the cluster's history store cannot be reached".into()),
+            ),
         }
     }
 
