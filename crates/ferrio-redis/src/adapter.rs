@@ -1314,13 +1314,14 @@ impl RedisAdapter {
         &self,
         packet: &EncodedPacket,
         opts: &BroadcastOptions,
+        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
     ) -> Option<Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError>> {
         let rooms = self.history_targets(packet, opts);
         let first = rooms.first()?.key.clone();
         let data = self.entry_data(packet, opts);
         let fields = streams::entry_fields(&self.uid, self.nsp(), cluster_type::BROADCAST, &data);
         let cmd = crate::history::write(None, &rooms, &fields);
-        Some(self.command_now(first, cmd, None))
+        Some(self.command_now(first, cmd, on_failure))
     }
 
     /// An entry read from the stream, for this namespace.
@@ -1478,8 +1479,11 @@ impl Adapter for RedisAdapter {
         if opts.flags.local {
             return Ok(n);
         }
-        if let Some(Err(e)) = self.append_history(packet, opts) {
-            tracing::debug!(error = %e, "a broadcast could not be kept in its rooms' histories");
+        let failed: Box<dyn FnOnce() + Send + Sync> = Box::new(|| {
+            tracing::warn!("Redis did not take a broadcast into its rooms' histories");
+        });
+        if let Some(Err(e)) = self.append_history(packet, opts, Some(failed)) {
+            tracing::warn!(error = %e, "a broadcast could not be kept in its rooms' histories");
         }
         let (channel, payload) = self.broadcast_payload(&packet.cluster_packet(), opts);
         self.publish(channel, payload)?;
@@ -1527,7 +1531,7 @@ impl Adapter for RedisAdapter {
         };
         // Confirmed when the publish reached the other nodes and the rooms' histories (if
         // any) have the message.
-        let history = self.append_history(packet, opts);
+        let history = self.append_history(packet, opts, None);
         let cluster: BoxFuture<'static, Result<(), AdapterError>> =
             match self
                 .link
@@ -1793,6 +1797,7 @@ impl Adapter for RedisAdapter {
             opts: hub.options().clone(),
             nsp: self.nsp().to_owned(),
             sessions: hub.sessions(self.link.clone()),
+            position: hub.position(),
         }))
     }
 

@@ -5,15 +5,16 @@
 //! channel prefix otherwise (the braces keep every history key in the slot of the main
 //! stream on a Redis Cluster). The node that broadcasts to such a room appends the broadcast
 //! there, in the entry format of the main stream (`uid`, `nsp`, `type`, `data`), trimmed to the
-//! room's `size` and `ttl` (`MAXLEN`, `MINID`, and `PEXPIRE` for a room that falls silent).
+//! room's `size` (`MAXLEN`; what outlived the `ttl` goes when the room is read, and `PEXPIRE`
+//! removes a room that fell silent).
 //!
 //! In streams mode the main stream's `XADD` and the rooms' appends are one script, so a room's
-//! entry has the main entry's id: a history offset is the offset clients got with the message.
-//! In the classic and sharded formats the first room's entry id serves the others; offsets
-//! there are the history's own.
+//! entry has the main entry's id: a history offset is the offset clients got with the message
+//! (unless the room's stream already holds a newer id, after the main stream was reset: then
+//! the room's next own id). In the classic and sharded formats each room's ids are its own.
 //!
 //! Every trim records the newest id it deleted as the stream's `max-deleted-entry-id`
-//! (`XSETID`, Redis 7.0), so a read (which first trims what outlived the `ttl`) knows whether
+//! (`XSETID`, Redis 7.0), so a read (which first drops what outlived the `ttl`) knows whether
 //! anything after `since` is gone.
 
 use std::sync::Arc;
@@ -28,77 +29,77 @@ use serde_json::Value as Json;
 use crate::link::{Link, value_text};
 use crate::streams;
 
-/// Deletes the entries of a room's stream before `bound` and records the newest of them as
-/// the stream's `max-deleted-entry-id` (trimming alone does not), `top` being its newest id.
-const TRIM: &str = r"
-local function trim(key, bound, top)
-  local gone = redis.call('XREVRANGE', key, '(' .. bound, '-', 'COUNT', 1)
-  if #gone > 0 then
-    redis.call('XTRIM', key, 'MINID', bound)
-    redis.call('XSETID', key, top, 'MAXDELETEDID', gone[1][1])
+/// Appends one broadcast: to the main stream first when `ARGV[1]` (its `MAXLEN ~`) is not
+/// empty, then to each room's stream, under the main entry's id (or, without a main stream,
+/// or when a room's stream already holds a newer id, under the next id of that room's own).
+/// `ARGV[2]` is the number of rooms, then `size, ttl_ms` per room, then the entry's fields.
+/// Each room's stream keeps its newest `size` entries and records the newest id it dropped as
+/// its `max-deleted-entry-id` (trimming alone does not); entries older than the ttl are
+/// dropped when the room is read. A key that is not a stream fails the whole script before
+/// anything is written. Answers the main entry's id (the first room's without one).
+const WRITE: &str = r"
+for i = 1, #KEYS do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= 'stream' then
+    return redis.error_reply('history key ' .. KEYS[i] .. ' holds a ' .. t)
   end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-";
-
-/// Appends one broadcast: to the main stream first when `ARGV[1]` (its `MAXLEN ~`) is not
-/// empty, then to each room's stream under the same id (the first room's when there is no
-/// main stream). `ARGV[2]` is the number of rooms, then `size, ttl_ms` per room, then the
-/// entry's fields. A room whose stream cannot take the id (it holds a newer one) starts again
-/// from this entry and says that everything before it may be missing. Answers the entry's id.
-const WRITE: &str = r"
-local id, first, n = '*', 1, tonumber(ARGV[2])
+local id, first, n = nil, 1, tonumber(ARGV[2])
 local fields = {}
 for i = 3 + 2 * n, #ARGV do fields[#fields + 1] = ARGV[i] end
 if ARGV[1] ~= '' then
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
   first = 2
 end
+local answer = id
 for i = first, #KEYS do
   local key, r = KEYS[i], i - first
-  local size, ttl = tonumber(ARGV[3 + 2 * r]), tonumber(ARGV[4 + 2 * r])
-  local added = redis.pcall('XADD', key, id, unpack(fields))
-  if type(added) == 'table' and added.err then
-    -- Started again with this entry, everything before it marked as possibly missing.
-    redis.call('DEL', key)
-    redis.call('XADD', key, id, unpack(fields))
-    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-    local before = ms .. '-' .. (tonumber(seq) - 1)
-    if seq == '0' then before = (tonumber(ms) - 1) .. '-18446744073709551615' end
-    redis.call('XSETID', key, id, 'MAXDELETEDID', before)
-  else
-    if id == '*' then id = added end
-    local len = redis.call('XLEN', key)
-    if len > size then
-      local keep = redis.call('XRANGE', key, '-', '+', 'COUNT', len - size + 1)
-      trim(key, keep[#keep][1], added)
-    end
-    trim(key, tostring(now - ttl) .. '-0', added)
+  local size, ttl = tonumber(ARGV[3 + 2 * r]), ARGV[4 + 2 * r]
+  local len, gone = redis.call('XLEN', key), nil
+  if len >= size then
+    local old = redis.call('XRANGE', key, '-', '+', 'COUNT', len - size + 1)
+    gone = old[#old][1]
   end
+  local added = nil
+  if id then
+    added = redis.pcall('XADD', key, 'MAXLEN', size, id, unpack(fields))
+    if type(added) == 'table' and added.err then added = nil end
+  end
+  if not added then
+    added = redis.call('XADD', key, 'MAXLEN', size, '*', unpack(fields))
+  end
+  answer = answer or added
+  if gone then redis.call('XSETID', key, added, 'MAXDELETEDID', gone) end
   redis.call('PEXPIRE', key, ttl)
 end
-return id
+return answer
 ";
 
 /// Reads a room's stream: `ARGV` is `since` (empty for none), `limit`, `ttl_ms`. Answers
-/// `{deleted, now_ms, entries newest first}`; `deleted` is the newest id deleted from the
+/// `{deleted, now_ms, entries}`: the first `limit` after `since`, oldest first, or without
+/// `since` the newest `limit`, newest first; `deleted` is the newest id deleted from the
 /// stream (`0-0` for none), empty when there is no stream.
 const READ: &str = r"
-local deleted = ''
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #top > 0 then
-  trim(KEYS[1], tostring(now - tonumber(ARGV[3])) .. '-0', top[1][1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local bound = tostring(math.max(0, now - tonumber(ARGV[3]))) .. '-0'
+local expired = redis.call('XREVRANGE', KEYS[1], '(' .. bound, '-', 'COUNT', 1)
+if #expired > 0 then
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  redis.call('XTRIM', KEYS[1], 'MINID', bound)
+  redis.call('XSETID', KEYS[1], top[1][1], 'MAXDELETEDID', expired[1][1])
 end
+local deleted = ''
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
     if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
   end
 end
-local low = '-'
-if ARGV[1] ~= '' then low = '(' .. ARGV[1] end
-return {deleted, tostring(now), redis.call('XREVRANGE', KEYS[1], '+', low, 'COUNT', ARGV[2])}
+if ARGV[1] == '' then
+  return {deleted, tostring(now), redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])}
+end
+return {deleted, tostring(now), redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
 ";
 
 /// Which rooms keep a history, and under which keys.
@@ -129,8 +130,12 @@ impl Rules {
         self.windows.iter().find(|w| w.matches(room))
     }
 
+    /// The namespace goes with its length, so no two namespace/room pairs share a key; the
+    /// braces hold the base without braces (a Redis Cluster hashes what is inside).
     fn key(&self, nsp: &str, room: &str) -> String {
-        format!("{{{}}}:history:{nsp}:{room}", self.base)
+        let tag: String = self.base.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+        let tag = if tag.is_empty() { "ferrio" } else { tag.as_str() };
+        format!("{{{tag}}}:history:{}:{nsp}:{room}", nsp.len())
     }
 
     /// The room streams a broadcast goes to: none unless it is kept for recovery (an event
@@ -150,7 +155,7 @@ impl Rules {
                 let w = self.window(room)?;
                 Some(Target {
                     key: self.key(nsp, room),
-                    size: w.size,
+                    size: w.size.max(1),
                     ttl_ms: ttl_ms(w.ttl),
                 })
             })
@@ -166,8 +171,7 @@ pub(crate) fn write(
     fields: &[(&'static str, String)],
 ) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(format!("{TRIM}{WRITE}"))
-        .arg(rooms.len() + usize::from(main.is_some()));
+    cmd.arg(WRITE).arg(rooms.len() + usize::from(main.is_some()));
     if let Some((stream, _)) = main {
         cmd.arg(stream);
     }
@@ -209,7 +213,7 @@ impl ferrio::HistoryStore for RedisHistory {
         };
         let ttl = ttl_ms(window.ttl);
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(format!("{TRIM}{READ}"))
+        cmd.arg(READ)
             .arg(1)
             .arg(self.rules.key(&self.nsp, room))
             .arg(since.as_ref().map_or("", |(s, _)| s.as_str()))
@@ -242,6 +246,9 @@ impl ferrio::HistoryStore for RedisHistory {
                 .into_iter()
                 .filter_map(|value| {
                     let entry = streams::parse_entry(value).ok()?;
+                    if entry.nsp != nsp {
+                        return None;
+                    }
                     let mut logged = streams::recoverable(&entry, &nsp)?;
                     if let Some(Json::Array(args)) = &mut logged.packet.data {
                         args.push(Json::String(logged.id.clone()));
@@ -249,10 +256,13 @@ impl ferrio::HistoryStore for RedisHistory {
                     Some(HistoryMessage {
                         offset: logged.id,
                         packet: logged.packet,
+                        except: logged.opts.except.into_iter().collect(),
                     })
                 })
                 .collect();
-            messages.reverse();
+            if since.is_none() {
+                messages.reverse();
+            }
             Ok(History { messages, complete })
         })
     }

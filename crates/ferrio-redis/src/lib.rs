@@ -307,6 +307,21 @@ impl RedisAdapterBuilder {
             _ => None,
         };
         let link = Link::connect(self.address.target()?, self.settings).await?;
+        if !self.options.history.is_empty() {
+            // The histories' scripts record trims with XSETID ... MAXDELETEDID (Redis 7.0).
+            let info = link.query(redis::cmd("INFO").arg("server")).await?;
+            let version = link::value_text(&info)
+                .and_then(|text| {
+                    let line = text.lines().find_map(|l| l.strip_prefix("redis_version:"))?;
+                    line.trim().split('.').next()?.parse::<u32>().ok()
+                })
+                .unwrap_or(0);
+            if version < 7 {
+                return Err(ConnectError::Unsupported(
+                    "rooms' histories in Redis need Redis 7.0 or later".into(),
+                ));
+            }
+        }
         Ok(RedisAdapterFactory {
             link,
             options: Arc::new(self.options),

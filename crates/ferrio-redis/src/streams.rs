@@ -212,6 +212,8 @@ pub(crate) struct StreamLog {
     pub opts: Arc<StreamOptions>,
     pub nsp: String,
     pub sessions: Arc<SessionWriter>,
+    /// The node's reader's position (see [`Hub::position`]).
+    pub position: Arc<RwLock<Option<String>>>,
 }
 
 /// What is to be written for one session key.
@@ -390,6 +392,10 @@ impl SessionLog for StreamLog {
         self.sessions.put(self.key(pid), SessionWrite::Delete);
     }
 
+    fn position(&self) -> Option<String> {
+        self.position.read().clone()
+    }
+
     fn restore(
         &self,
         pid: Sid,
@@ -527,6 +533,9 @@ pub(crate) struct Hub {
     opts: Arc<StreamOptions>,
     sessions: std::sync::OnceLock<Arc<SessionWriter>>,
     adapters: RwLock<HashMap<String, Weak<RedisAdapter>>>,
+    /// The newest entry the reader has taken (set before it is delivered): every later one
+    /// reaches the namespaces registered by then. `None` until the reader first connects.
+    position: Arc<RwLock<Option<String>>>,
     _stop: watch::Sender<bool>,
 }
 
@@ -549,10 +558,16 @@ impl Hub {
             opts,
             sessions: std::sync::OnceLock::new(),
             adapters: RwLock::new(HashMap::new()),
+            position: Arc::new(RwLock::new(None)),
             _stop: stop,
         });
         tokio::spawn(run_reader(Arc::downgrade(&hub), client, backoff, stopped));
         hub
+    }
+
+    /// The reader's position, shared with the namespaces' session logs.
+    pub(crate) fn position(&self) -> Arc<RwLock<Option<String>>> {
+        self.position.clone()
     }
 
     pub(crate) fn options(&self) -> &Arc<StreamOptions> {
@@ -670,6 +685,9 @@ async fn run_reader(
                     continue;
                 };
                 last = Some(newest.unwrap_or_else(|| "0-0".to_owned()));
+                if let Some(hub) = hub.upgrade() {
+                    *hub.position.write() = last.clone();
+                }
             }
         }
         if let Some(since) = down_since.take() {
@@ -706,6 +724,7 @@ async fn run_reader(
                 match parse_entry(value) {
                     Ok(entry) => {
                         last = Some(entry.id.clone());
+                        *hub.position.write() = last.clone();
                         if entry.nsp.is_empty() {
                             continue;
                         }
@@ -718,6 +737,7 @@ async fn run_reader(
                             && let Some(id) = pair.first().and_then(text)
                         {
                             last = Some(id);
+                            *hub.position.write() = last.clone();
                         }
                         tracing::debug!(error = e.to_string(), "ignored a malformed stream entry");
                     }

@@ -249,6 +249,12 @@ pub trait SessionLog: Send + Sync + 'static {
     /// Drops a session that must not come back (the client left on purpose).
     fn forget(&self, pid: Sid);
 
+    /// How far this node has read the log: every later entry will be delivered through
+    /// [`crate::Namespace::deliver_logged`]. `None` until the node knows where it reads from.
+    fn position(&self) -> Option<String> {
+        None
+    }
+
     /// Takes a session out of the log (once) and, unless `cached` (this node's cache holds
     /// the offset), reads back what it missed after `offset`, at most `max_missed` packets.
     fn restore(

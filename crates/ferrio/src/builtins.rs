@@ -21,6 +21,10 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_HISTORY_LIMIT: usize = 100;
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 
+/// `history` reads in flight per namespace, at most (each may wait on the cluster's store);
+/// past it a read is refused with `busy`.
+pub const MAX_HISTORY_READS: usize = 64;
+
 /// A history message as JSON: `{"offset", "event", "args"}` (the args without the trailing
 /// offset). Each binary argument becomes what `binary` makes of its bytes.
 pub fn history_message(
@@ -160,6 +164,7 @@ impl RoomEvents {
         let join = self.clone();
         let publish = self.clone();
         let history = self.clone();
+        let reads = Arc::new(tokio::sync::Semaphore::new(MAX_HISTORY_READS));
         ns.on("join", move |socket, mut event| {
             let answer = join.join(socket, &event);
             event.ack(answer);
@@ -191,17 +196,23 @@ impl RoomEvents {
             }
         })
         .on("history", move |socket, mut event| {
+            let Ok(permit) = reads.clone().try_acquire_owned() else {
+                event.ack(failure("busy"));
+                return;
+            };
             let history = history.clone();
             let socket = socket.clone();
             tokio::spawn(async move {
                 let answer = history.history(&socket, &event).await;
+                drop(permit);
                 event.ack(answer);
             });
         })
     }
 
     /// `history {room, since?, limit?}`: the room's recent messages, for its members and
-    /// those who may join it. Binary arguments come back as attachments of the answer.
+    /// those who may join it (without those the broadcast left the socket or its rooms out
+    /// of). Binary arguments come back as attachments of the answer.
     async fn history(&self, socket: &Socket, event: &Event) -> Payload {
         let refuse = |reason: &str| Payload::args(vec![failure(reason)]);
         let Some(Value::Object(msg)) = event.args().first() else {
@@ -230,9 +241,14 @@ impl RoomEvents {
         match socket.ns().history(room, since, limit).await {
             Ok(history) => {
                 let mut attachments = Vec::new();
+                let own = crate::Room::from(socket.id().as_str());
+                let rooms = socket.rooms();
+                let left_out =
+                    |m: &&crate::HistoryMessage| m.except.iter().any(|r| *r == own || rooms.contains(r));
                 let messages: Vec<Value> = history
                     .messages
                     .iter()
+                    .filter(|m| !left_out(m))
                     .map(|m| {
                         history_message(m, |bytes| {
                             attachments.push(bytes);

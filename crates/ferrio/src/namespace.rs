@@ -478,8 +478,8 @@ impl Namespace {
     }
 
     /// A room's recent messages, from its own window (see
-    /// [`crate::RecoveryConfig::rooms`]): those after `since` (an offset from an earlier
-    /// answer), the newest `limit`, oldest first. In a cluster whose adapter keeps histories
+    /// [`crate::RecoveryConfig::rooms`]), oldest first: the first `limit` after `since` (an
+    /// offset from an earlier answer), or without it the newest `limit`. In a cluster whose adapter keeps histories
     /// ([`crate::Adapter::history_store`]) they are read from there, whichever node sent them;
     /// otherwise from this node's window.
     pub async fn history(

@@ -75,16 +75,18 @@ impl RoomWindow {
 pub struct History {
     /// Oldest first.
     pub messages: Vec<HistoryMessage>,
-    /// False when messages after the `since` asked for were trimmed from the window.
+    /// False when messages after the `since` asked for were trimmed from the window (the
+    /// messages after `since` beyond `limit` are not missing: ask again after the last one).
     pub complete: bool,
 }
 
 /// One message of a room's history: the EVENT packet as sockets got it (its last argument is
-/// the offset) and that offset.
+/// the offset), that offset, and the rooms (or socket ids) the broadcast left out.
 #[derive(Debug, Clone)]
 pub struct HistoryMessage {
     pub offset: String,
     pub packet: ferrio_proto::socket::Packet,
+    pub except: Vec<Room>,
 }
 
 /// Why a room's history cannot be read.
@@ -326,6 +328,8 @@ struct Store {
     /// Shared log only: the newest entry that may never have reached this cache (it came
     /// before this node started reading, or during a break in reading).
     blind: Option<Key>,
+    /// Shared log only: reading broke; the next entry delivered marks where it resumed.
+    rebase: bool,
     /// Rooms with a window of their own.
     windows: HashMap<Room, Window>,
     window_bytes: usize,
@@ -560,11 +564,13 @@ impl Recovery {
                 drop_stalest_window(store);
             }
             let bytes = footprint(packet);
+            // A window dropped earlier (bounds) lost what it held: a new one starts from there.
+            let dropped = store.windows_dropped;
             let window = store.windows.entry(room.clone()).or_insert_with(|| Window {
                 rule,
                 packets: VecDeque::new(),
                 bytes: 0,
-                horizon: None,
+                horizon: dropped,
                 touched: now,
             });
             window.packets.push_back(StoredPacket {
@@ -808,9 +814,9 @@ impl Recovery {
         Ok(missed.into_values().collect())
     }
 
-    /// The packets kept in a room's own window after `since` (all when `None`), the newest
-    /// `limit` of them, each with its offset; and whether that is everything sent to the room
-    /// after `since` (nothing trimmed).
+    /// The packets kept in a room's own window: the first `limit` after `since`, or without
+    /// it the newest `limit`, each with its offset; and whether nothing sent to the room after
+    /// `since` was trimmed.
     pub(crate) fn history(
         &self,
         room: &str,
@@ -843,11 +849,16 @@ impl Recovery {
                 complete,
             });
         };
-        let from = since.map_or(0, |since| window.packets.partition_point(|p| p.offset <= since));
-        let newest = window.packets.len().saturating_sub(from).min(limit);
+        let range = match since {
+            Some(since) => {
+                let from = window.packets.partition_point(|p| p.offset <= since);
+                from..window.packets.len().min(from.saturating_add(limit))
+            }
+            None => window.packets.len().saturating_sub(limit)..window.packets.len(),
+        };
         let messages = window
             .packets
-            .range(window.packets.len() - newest..)
+            .range(range)
             .map(|p| HistoryMessage {
                 offset: if self.log.is_some() {
                     format!("{}-{}", p.offset.0, p.offset.1)
@@ -855,6 +866,7 @@ impl Recovery {
                     self.offset_text(p.offset.1)
                 },
                 packet: p.packet.packet().clone(),
+                except: p.except.to_vec(),
             })
             .collect();
         Ok(History { messages, complete })
@@ -877,10 +889,13 @@ impl Recovery {
         let mut store = self.store.lock();
         match store.delivered {
             Some(d) if id <= d => return 0,
+            // The first entry after a break: whatever came between may never reach it.
+            Some(_) if store.rebase => store.blind = store.blind.max(Some(before(id))),
             Some(_) => {}
             // The first entry this node reads: whatever came before may never reach it.
             None => store.blind = store.blind.max(Some(before(id))),
         }
+        store.rebase = false;
         store.delivered = Some(id);
         let Some(packet) = keep else {
             return deliver(None);
@@ -895,6 +910,7 @@ impl Recovery {
     pub(crate) fn log_broke(&self) {
         let mut store = self.store.lock();
         store.blind = store.blind.max(store.delivered);
+        store.rebase = true;
     }
 
     /// Whether this node's cache holds everything after `offset` that went to the namespace
@@ -963,8 +979,17 @@ impl Recovery {
         let own = Room::from(claim.sid.as_str());
         let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
         let wanted = |p: &StoredPacket| (p.rooms.is_empty() || in_rooms(&p.rooms)) && !in_rooms(&p.except);
-        // Nothing delivered yet: the log's end is where this node is.
-        let delivered = store.delivered.unwrap_or((0, 0));
+        // Nothing delivered here yet: where the node reads the log (every later entry will
+        // come), or, before it knows, nothing can be proven.
+        let delivered = match store.delivered {
+            Some(delivered) => delivered,
+            None => self
+                .log
+                .as_ref()
+                .and_then(|log| log.position())
+                .and_then(|p| parse_log_id(&p))
+                .ok_or(Failure::Unavailable)?,
+        };
         let mut missed = std::collections::BTreeMap::new();
         let mut push = |p: &StoredPacket| {
             if missed.contains_key(&p.offset) {
@@ -1352,19 +1377,53 @@ mod tests {
             Failure::HistoryTrimmed
         );
         assert_eq!(restore(&late, "300-0", &["chat:quiet"]).unwrap().len(), 0);
-        // A break in reading hides everything up to where it stood.
+        // A break in reading hides everything up to where reading resumed (305), not only
+        // up to where it stood (301).
         logged(&late, 301, "chat:quiet");
         late.log_broke();
         logged(&late, 305, "chat:quiet");
-        assert!(!late.cache_holds("300-0"));
-        let claim = late
-            .claim_logged(Sid::random(), "300-0", session(&["chat:quiet"]))
-            .unwrap();
+        for offset in ["300-0", "301-0", "303-0", "304-9"] {
+            assert!(!late.cache_holds(offset), "{offset}");
+            let claim = late
+                .claim_logged(Sid::random(), offset, session(&["chat:quiet"]))
+                .unwrap();
+            assert_eq!(
+                late.resume(claim, |x| x.map(drop)).unwrap_err(),
+                Failure::HistoryTrimmed
+            );
+        }
+        assert_eq!(restore(&late, "305-0", &["chat:quiet"]).unwrap().len(), 0);
+
+        // A node that has delivered nothing and does not know where it reads proves nothing.
+        let fresh = Recovery::with_log(late.config.clone(), Some(Arc::new(Unused)));
+        let mut read = session(&["chat:quiet"]);
+        read.missed = Some((Vec::new(), "400-0".into()));
+        let claim = fresh.claim_logged(Sid::random(), "390-0", read).unwrap();
         assert_eq!(
-            late.resume(claim, |x| x.map(drop)).unwrap_err(),
+            fresh.resume(claim, |x| x.map(drop)).unwrap_err(),
+            Failure::Unavailable
+        );
+    }
+
+    /// A room window dropped by the bounds and written to again does not claim to hold what
+    /// the dropped one had.
+    #[tokio::test]
+    async fn a_dropped_window_written_again_does_not_cover_older_offsets() {
+        let r = windowed(100, 100);
+        let (pid, sid) = (Sid::random(), Sid::random());
+        let seen = record(&r, 0, &opts(&["chat:quiet"], &[]));
+        record(&r, 1, &opts(&["chat:quiet"], &[]));
+        r.persist(pid, sid, vec![Room::from("chat:quiet")], Value::Null, None);
+        {
+            let mut store = r.store.lock();
+            drop_stalest_window(&mut store);
+            assert!(store.windows.is_empty());
+        }
+        record(&r, 2, &opts(&["chat:quiet"], &[]));
+        assert_eq!(
+            r.restore(pid.as_str(), &seen).unwrap_err(),
             Failure::HistoryTrimmed
         );
-        assert_eq!(restore(&late, "301-0", &["chat:quiet"]).unwrap().len(), 1);
     }
 
     #[tokio::test]

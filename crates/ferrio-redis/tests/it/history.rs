@@ -1,7 +1,6 @@
 //! Rooms' histories in Redis, read through `Namespace::history`: exact trimming by size (an
 //! offset just before the trimmed ones is complete, one among them is not), expiry by ttl,
-//! and a room stream that cannot take a broadcast's id starts again from it and says that
-//! what came before may be missing.
+//! a room stream holding a newer id goes on with ids of its own, and paging with `since`.
 
 use std::time::Duration;
 
@@ -123,7 +122,7 @@ async fn messages_past_their_ttl_are_gone_and_said_to_be() {
 }
 
 #[tokio::test]
-async fn a_room_stream_that_cannot_take_the_id_says_something_is_missing() {
+async fn a_room_stream_holding_a_newer_id_still_takes_every_broadcast_in_order() {
     if !have_redis() {
         return;
     }
@@ -133,25 +132,46 @@ async fn a_room_stream_that_cannot_take_the_id_says_something_is_missing() {
     emit_all(&node, "h:x", 1..=1).await;
     let one = ns.history("h:x", None, 10).await.unwrap();
     let since = one.messages[0].offset.clone();
-    // Something wrote an id from the future into the room's stream.
-    let out = redis.cli(&[
-        "XADD",
-        "{socket.io}:history:/:h:x",
-        "99999999999999-0",
-        "junk",
-        "1",
-    ]);
+    // Something wrote an id from the future into the room's stream: the main stream's ids
+    // are older from now on, the room's stream goes on with ids of its own.
+    let key = "{socket.io}:history:1:/:h:x";
+    let out = redis.cli(&["XADD", key, "99999999999999-0", "junk", "1"]);
     assert!(out.contains("99999999999999-0"), "{out}");
-    emit_all(&node, "h:x", 2..=2).await;
+    emit_all(&node, "h:x", 2..=3).await;
     let after = ns.history("h:x", Some(&since), 10).await.unwrap();
-    assert!(
-        !after.complete,
-        "what came before the 2 is gone and the answer must say so"
-    );
-    assert_eq!(numbers(&after), vec![2]);
-    // From there on the room's history works again.
-    let since = after.messages[0].offset.clone();
-    emit_all(&node, "h:x", 3..=3).await;
-    let next = ns.history("h:x", Some(&since), 10).await.unwrap();
-    assert_eq!((numbers(&next), next.complete), (vec![3], true));
+    assert_eq!((numbers(&after), after.complete), (vec![2, 3], true));
+    let last = after.messages[0].offset.clone();
+    emit_all(&node, "h:x", 4..=4).await;
+    let next = ns.history("h:x", Some(&last), 10).await.unwrap();
+    assert_eq!((numbers(&next), next.complete), (vec![3, 4], true));
+    // A key that is not a stream: the broadcast is refused whole (nothing half-written).
+    redis.cli(&["SET", "{socket.io}:history:1:/:h:y", "x"]);
+    let refused = ns.to("h:y").emit_confirmed("m", json!(5)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let len = redis.cli(&["XLEN", "socket.io"]);
+    assert_eq!(len.trim(), "4", "the main stream did not take it either");
+}
+
+/// With `since`, the first `limit` after it (so a reader pages forward); without, the newest.
+#[tokio::test]
+async fn since_pages_forward_and_no_since_reads_the_newest() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let node = history_node(&redis, Mode::Classic, Duration::from_secs(600)).await;
+    let ns = node.io.of("/").unwrap();
+    emit_all(&node, "h:p", 1..=3).await;
+    let newest = ns.history("h:p", None, 2).await.unwrap();
+    assert_eq!(numbers(&newest), vec![2, 3]);
+    let first = ns.history("h:p", None, 3).await.unwrap().messages[0]
+        .offset
+        .clone();
+    let page = ns.history("h:p", Some(&first), 1).await.unwrap();
+    assert_eq!((numbers(&page), page.complete), (vec![2], true));
+    let page = ns
+        .history("h:p", Some(&page.messages[0].offset), 1)
+        .await
+        .unwrap();
+    assert_eq!(numbers(&page), vec![3]);
 }
