@@ -13,7 +13,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
-use crate::backoff::{Attempts, Backoff};
 use crate::config::{Auth, ClientOptions, SocketOptions, Transport};
 use crate::engine::{self, EngineEvent, EngineMessage, Session};
 use crate::error::Error;
@@ -21,6 +20,7 @@ use crate::payload::Event;
 use crate::queue::QueueLimits;
 use crate::socket::{self, AnyHandler, ConnHandle, Handler, Socket, SocketShared};
 use crate::state::DisconnectReason;
+use ferrio_proto::backoff::{Attempts, Backoff};
 
 /// What sockets and handles ask of the manager.
 #[derive(Debug)]
@@ -445,7 +445,7 @@ async fn manage(shared: Arc<ManagerShared>, mut commands: mpsc::UnboundedReceive
             }
             continue;
         }
-        let Some(delay) = attempts.next_delay(&options.backoff) else {
+        let Some(delay) = attempts.next_delay(&options.backoff, rand::random::<f64>()) else {
             for socket in shared.active() {
                 socket.deactivate(Some(DisconnectReason::ReconnectFailed));
             }

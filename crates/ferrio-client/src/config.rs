@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::queue::QueueLimits;
+use ferrio_proto::backoff::Backoff;
 
 /// An Engine.IO transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

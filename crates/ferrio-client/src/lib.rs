@@ -62,7 +62,6 @@
 //! TLS (`https://`, `wss://`) is not built in: put the client behind a TLS-terminating
 //! proxy, or use a plain-HTTP endpoint.
 
-mod backoff;
 mod client;
 mod config;
 mod engine;
@@ -73,10 +72,10 @@ mod socket;
 mod state;
 mod transport;
 
-pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, SocketBuilder};
 pub use config::{Auth, AuthFuture, ClientOptions, SocketOptions, Transport};
 pub use error::{AckError, EmitError, Error};
+pub use ferrio_proto::backoff::Backoff;
 pub use payload::{AckSender, Event, Payload};
 pub use queue::{Overflow, QueueLimits};
 pub use socket::{AckFuture, Socket};

@@ -6,6 +6,7 @@
 //! argument and tells its driver what to do next. The server (`ferrio`) and the client
 //! (`ferrio-client`) drive these types against real sockets.
 
+pub mod backoff;
 pub mod engine;
 pub mod error;
 pub mod payload;

@@ -360,28 +360,30 @@ async fn count_subscribers(
 /// Distinct channels recounted per batch at most; the others are not confirmed meanwhile.
 const MAX_RECOUNT: usize = 64;
 
-/// Exponential backoff with jitter.
+/// The waits between reconnection attempts: ferrio's one backoff policy (doubling from `min`
+/// to `max`, a fifth either way at random) and its attempt counter.
 #[derive(Debug)]
 pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
+    policy: ferrio::proto::backoff::Backoff,
+    attempts: ferrio::proto::backoff::Attempts,
 }
 
 impl Backoff {
     pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
+        Self {
+            policy: ferrio::proto::backoff::Backoff::doubling(min, max, 0.2),
+            attempts: Default::default(),
+        }
     }
 
     pub(crate) fn step(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = rand::random_range(0..=base.as_millis() as u64 / 4 + 1);
-        base + Duration::from_millis(jitter)
+        self.attempts
+            .next_delay(&self.policy, rand::random::<f64>())
+            .unwrap_or(self.policy.max)
     }
 
     pub(crate) fn reset(&mut self) {
-        self.next = self.min;
+        self.attempts.reset();
     }
 }
 
@@ -1424,12 +1426,13 @@ mod tests {
     fn backoff_grows_to_its_cap() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let first = b.step();
-        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(126));
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
         for _ in 0..10 {
             b.step();
         }
-        assert!(b.step() <= Duration::from_millis(2501));
+        let late = b.step();
+        assert!(late >= Duration::from_millis(1600) && late <= Duration::from_secs(2));
         b.reset();
-        assert!(b.step() <= Duration::from_millis(126));
+        assert!(b.step() <= Duration::from_millis(120));
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rand::Rng;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -36,19 +35,19 @@ pub struct Counts {
 #[derive(Debug, Clone, Copy)]
 struct RetryPolicy {
     give_up_after: Duration,
-    first: Duration,
-    max: Duration,
+    backoff: ferrio::proto::backoff::Backoff,
 }
 
 impl RetryPolicy {
-    /// The wait before retry number `retry` (0 for the first): the backoff doubled `retry`
-    /// times, capped, then between half and all of it at random so many nodes that saw the
-    /// same failure do not come back at once. A `Retry-After` hint raises it, up to the cap.
+    /// The wait before retry number `retry` (0 for the first): ferrio's backoff, doubling
+    /// from `retry_backoff` up to `retry_backoff_max`, half of it either way at random so many
+    /// nodes that saw the same failure do not come back at once. A `Retry-After` hint raises
+    /// it, up to the cap.
     fn delay(&self, retry: u32, hint: Option<Duration>) -> Duration {
-        let base = self.first.saturating_mul(1 << retry.min(20)).min(self.max);
-        let half = base / 2;
-        let jitter = rand::rng().random_range(Duration::ZERO..=half);
-        (half + jitter).max(hint.unwrap_or_default().min(self.max))
+        let max = self.backoff.max;
+        self.backoff
+            .delay(retry, rand::random::<f64>())
+            .max(hint.unwrap_or_default().min(max))
     }
 }
 
@@ -102,8 +101,11 @@ impl Shared {
             timeout: settings.timeout.0,
             retry: RetryPolicy {
                 give_up_after: settings.retry_for.0,
-                first: settings.retry_backoff.0,
-                max: settings.retry_backoff_max.0.max(settings.retry_backoff.0),
+                backoff: ferrio::proto::backoff::Backoff::doubling(
+                    settings.retry_backoff.0,
+                    settings.retry_backoff_max.0,
+                    0.5,
+                ),
             },
             warn: Mutex::new(None),
         }

@@ -1,4 +1,6 @@
-//! Exponential backoff with jitter, computed the way `socket.io-client` computes it.
+//! Exponential backoff with jitter, computed the way `socket.io-client` computes it: the one
+//! retry policy of ferrio (the client's reconnections, the Redis adapter's reconnections and
+//! stream reader, the webhook sender's retries).
 //!
 //! Attempt `n` (from 0) waits `base = initial * factor^n`, moved by a random deviation of up
 //! to `randomization * base` either way, and then capped at `max`:
@@ -7,12 +9,13 @@
 //! delay(n) in [base * (1 - r), min(base * (1 + r), max)]      (and never above max)
 //! ```
 //!
-//! Pure arithmetic with the random draw passed in, so the bounds are unit-tested exactly.
+//! Pure arithmetic with the random draw passed in (this crate reads no clock and draws no
+//! random number), so the bounds are unit-tested exactly.
 
 use std::time::Duration;
 
-/// Reconnection policy. Defaults are `socket.io-client`'s: 1 s initial delay, factor 2,
-/// 5 s maximum, randomisation 0.5, unlimited attempts.
+/// A retry policy. Defaults are `socket.io-client`'s reconnection: 1 s initial delay,
+/// factor 2, 5 s maximum, randomisation 0.5, unlimited attempts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// Delay before the first reconnection attempt (`reconnectionDelay`).
@@ -40,6 +43,17 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Doubling from `initial` up to `max`, `randomization` either way, unlimited attempts.
+    pub fn doubling(initial: Duration, max: Duration, randomization: f64) -> Self {
+        Self {
+            initial,
+            factor: 2.0,
+            max: max.max(initial),
+            randomization,
+            max_attempts: None,
+        }
+    }
+
     /// The delay before attempt `attempt` (0-based), given a uniform draw `rand` in [0, 1).
     ///
     /// As in the reference, one draw decides both the size of the deviation and, through its
@@ -85,30 +99,30 @@ fn millis(ms: f64, fallback: Duration) -> Duration {
     Duration::from_millis(ms.max(0.0).floor() as u64)
 }
 
-/// The attempt counter of one reconnection cycle; reset when a connection succeeds.
+/// The attempt counter of one retry cycle; reset when an attempt succeeds.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Attempts {
+pub struct Attempts {
     done: u32,
 }
 
 impl Attempts {
-    /// Counts a new attempt and returns its delay, or `None` when the policy's attempts are
-    /// used up.
-    pub(crate) fn next_delay(&mut self, policy: &Backoff) -> Option<Duration> {
+    /// Counts a new attempt and returns its delay (given a uniform draw `rand` in [0, 1)), or
+    /// `None` when the policy's attempts are used up.
+    pub fn next_delay(&mut self, policy: &Backoff, rand: f64) -> Option<Duration> {
         if policy.max_attempts.is_some_and(|max| self.done >= max) {
             return None;
         }
-        let delay = policy.delay(self.done, rand::random::<f64>());
-        self.done += 1;
+        let delay = policy.delay(self.done, rand);
+        self.done = self.done.saturating_add(1);
         Some(delay)
     }
 
     /// The number of the attempt last counted, from 1.
-    pub(crate) fn current(&self) -> u32 {
+    pub fn current(&self) -> u32 {
         self.done
     }
 
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.done = 0;
     }
 }
@@ -193,12 +207,12 @@ mod tests {
             ..Backoff::default()
         };
         let mut a = Attempts::default();
-        assert!(a.next_delay(&policy).is_some());
+        assert!(a.next_delay(&policy, 0.5).is_some());
         assert_eq!(a.current(), 1);
-        assert!(a.next_delay(&policy).is_some());
-        assert_eq!(a.next_delay(&policy), None);
+        assert!(a.next_delay(&policy, 0.5).is_some());
+        assert_eq!(a.next_delay(&policy, 0.5), None);
         a.reset();
         assert_eq!(a.current(), 0);
-        assert!(a.next_delay(&policy).is_some());
+        assert!(a.next_delay(&policy, 0.5).is_some());
     }
 }
