@@ -33,7 +33,7 @@ use rmpv::Value as Mp;
 use serde_json::Value as Json;
 use tokio::sync::watch;
 
-use crate::adapter::{Body, RedisAdapter, options_from};
+use crate::adapter::{Body, RedisAdapter};
 use crate::codec::{self, DecodeError};
 use crate::link::{Backoff, Link, value_text as text};
 
@@ -510,12 +510,11 @@ pub fn fuzz_session(raw: &[u8]) {
 /// A broadcast entry a session may get back: an event without an ack, not volatile.
 pub(crate) fn recoverable(entry: &Entry, nsp: &str) -> Option<LoggedPacket> {
     let data = entry.data.as_ref()?;
-    let json = data.json();
-    if json.get("requestId").is_some() {
+    if data.has("requestId") {
         return None;
     }
     let packet = data.member(&["packet"])?.packet(nsp).ok()?;
-    let opts = options_from(json.get("opts"));
+    let opts = data.options();
     let event = matches!(
         packet.kind,
         ferrio::proto::socket::PacketType::Event | ferrio::proto::socket::PacketType::BinaryEvent

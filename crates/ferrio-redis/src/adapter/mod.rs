@@ -4,6 +4,13 @@
 //! `createShardedAdapter`, or that format over a stream as `@socket.io/redis-streams-adapter`
 //! (see [`crate::streams`]).
 //!
+//! This file holds what every format shares: the adapter's state, its channels, requests and
+//! their answers, and the [`Adapter`] implementation, which picks the format. Each format
+//! reads its messages in a file of its own: [`classic`] (the classic format), [`sharded`] (the
+//! cluster adapter format, also used for the streams mode's requests) and [`stream`] (appends
+//! to the stream and what the reader hands back); [`wire`] is the codec boundary they share
+//! (message types, the decoded body, broadcast options in the wire shape).
+//!
 //! Two deviations from the reference that are invisible on the wire:
 //! * classic `socketsJoin`/`socketsLeave`/`disconnectSockets` are applied to local sockets
 //!   at once, and the node's own request is skipped when Redis echoes it back (the
@@ -34,33 +41,14 @@ use crate::link::{Inbound, Link, LinkError, ReachKey, RouteKind, SubKind};
 use crate::streams;
 use crate::{Mode, Options, SubscriptionMode};
 
-/// Classic request and response types (`RequestType` in the reference).
-mod classic_type {
-    pub const SOCKETS: u64 = 0;
-    pub const ALL_ROOMS: u64 = 1;
-    pub const REMOTE_JOIN: u64 = 2;
-    pub const REMOTE_LEAVE: u64 = 3;
-    pub const REMOTE_DISCONNECT: u64 = 4;
-    pub const REMOTE_FETCH: u64 = 5;
-    pub const SERVER_SIDE_EMIT: u64 = 6;
-    pub const BROADCAST: u64 = 7;
-    pub const BROADCAST_CLIENT_COUNT: u64 = 8;
-    pub const BROADCAST_ACK: u64 = 9;
-}
+mod classic;
+mod sharded;
+mod stream;
+mod wire;
 
-/// Cluster adapter message types (`MessageType` in socket.io-adapter).
-mod cluster_type {
-    pub const BROADCAST: u64 = 3;
-    pub const SOCKETS_JOIN: u64 = 4;
-    pub const SOCKETS_LEAVE: u64 = 5;
-    pub const DISCONNECT_SOCKETS: u64 = 6;
-    pub const FETCH_SOCKETS: u64 = 7;
-    pub const FETCH_SOCKETS_RESPONSE: u64 = 8;
-    pub const SERVER_SIDE_EMIT: u64 = 9;
-    pub const SERVER_SIDE_EMIT_RESPONSE: u64 = 10;
-    pub const BROADCAST_CLIENT_COUNT: u64 = 11;
-    pub const BROADCAST_ACK: u64 = 12;
-}
+pub use wire::Body;
+pub(crate) use wire::{classic_type, cluster_type, options_from, options_json, options_mp};
+use wire::{names, room_text, rooms_of};
 
 /// The socket id reported with acknowledgements that came from another node, whose
 /// messages do not say which socket answered.
@@ -79,140 +67,6 @@ fn unnumbered(packet: &Packet) -> Packet {
 
 fn remote_ack_sid() -> Sid {
     REMOTE_ACK_SID.parse().unwrap_or_else(|_| Sid::random())
-}
-
-/// A decoded message: JSON, or msgpack when it carries binary. Public only for the fuzz
-/// targets (through `__fuzz`).
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum Body {
-    Json(Value),
-    Mp(Mp),
-}
-
-impl Body {
-    pub fn parse(payload: &[u8]) -> Result<Self, DecodeError> {
-        if payload.first() == Some(&b'{') {
-            serde_json::from_slice(payload)
-                .map(Body::Json)
-                .map_err(|e| DecodeError(e.to_string()))
-        } else {
-            codec::decode(payload).map(Body::Mp)
-        }
-    }
-
-    /// The whole message as JSON (binary becomes Buffer-shaped JSON).
-    pub fn json(&self) -> Value {
-        match self {
-            Body::Json(v) => v.clone(),
-            Body::Mp(m) => codec::to_json(m),
-        }
-    }
-
-    /// A member, keeping msgpack as it is.
-    pub fn member(&self, path: &[&str]) -> Option<Body> {
-        match self {
-            Body::Json(v) => {
-                let mut cur = v;
-                for key in path {
-                    cur = cur.get(key)?;
-                }
-                Some(Body::Json(cur.clone()))
-            }
-            Body::Mp(m) => {
-                let mut cur = m;
-                for key in path {
-                    cur = codec::get(cur, key)?;
-                }
-                Some(Body::Mp(cur.clone()))
-            }
-        }
-    }
-
-    pub fn packet(&self, nsp: &str) -> Result<Packet, DecodeError> {
-        match self {
-            Body::Json(v) => codec::packet_from_json(v, nsp),
-            Body::Mp(m) => codec::packet_from_msgpack(m, nsp),
-        }
-    }
-
-    /// A single ack argument as a [`Payload`] (binary back to attachments).
-    pub fn payload(&self) -> Payload {
-        match self {
-            Body::Json(v) => Payload::args(vec![v.clone()]),
-            Body::Mp(m) => {
-                let mut attachments = Vec::new();
-                let arg = codec::to_json_extracting(m, &mut attachments);
-                Payload {
-                    args: vec![arg],
-                    attachments,
-                }
-            }
-        }
-    }
-}
-
-fn room_text(v: &Value) -> Option<Room> {
-    match v {
-        Value::String(s) => Some(Room::from(s.as_str())),
-        Value::Number(n) => Some(Room::from(n.to_string().as_str())),
-        _ => None,
-    }
-}
-
-fn rooms_of(v: Option<&Value>) -> SmallVec<[Room; 1]> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(room_text).collect())
-        .unwrap_or_default()
-}
-
-/// `{rooms, except, flags}` as the reference sends it.
-pub(crate) fn options_from(v: Option<&Value>) -> BroadcastOptions {
-    let Some(v) = v else {
-        return BroadcastOptions::default();
-    };
-    let flags = v.get("flags");
-    BroadcastOptions {
-        rooms: rooms_of(v.get("rooms")),
-        except: rooms_of(v.get("except")),
-        flags: BroadcastFlags {
-            volatile: flags
-                .and_then(|f| f.get("volatile"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            local: false,
-            timeout: flags
-                .and_then(|f| f.get("timeout"))
-                .and_then(Value::as_u64)
-                .map(Duration::from_millis),
-        },
-    }
-}
-
-fn flags_json(flags: &BroadcastFlags) -> Value {
-    let mut map = serde_json::Map::new();
-    if flags.volatile {
-        map.insert("volatile".into(), Value::Bool(true));
-    }
-    if let Some(t) = flags.timeout {
-        map.insert("timeout".into(), Value::from(t.as_millis() as u64));
-    }
-    Value::Object(map)
-}
-
-fn names(rooms: &[Room]) -> Value {
-    Value::Array(rooms.iter().map(|r| Value::from(r.as_ref())).collect())
-}
-
-/// `{rooms, except, flags}` for broadcasts; `{rooms, except}` for classic requests.
-pub(crate) fn options_json(opts: &BroadcastOptions, with_flags: bool) -> Value {
-    let mut map = serde_json::Map::new();
-    map.insert("rooms".into(), names(&opts.rooms));
-    map.insert("except".into(), names(&opts.except));
-    if with_flags {
-        map.insert("flags".into(), flags_json(&opts.flags));
-    }
-    Value::Object(map)
 }
 
 /// The reference's `uid2(6)`: 6 characters from `[A-Za-z0-9]`.
@@ -512,21 +366,6 @@ impl RedisAdapter {
             .map_err(unavailable)
     }
 
-    /// A sharded message: `{type, data, uid, nsp}`, JSON unless `data` holds binary.
-    fn cluster_message(&self, kind: u64, data: Mp) -> Vec<u8> {
-        let msg = Mp::Map(vec![
-            (Mp::from("type"), Mp::from(kind)),
-            (Mp::from("data"), data),
-            (Mp::from("uid"), Mp::from(self.uid.as_str())),
-            (Mp::from("nsp"), Mp::from(self.nsp())),
-        ]);
-        if self.opts.mode == Mode::Streams || codec::has_binary(&msg) {
-            codec::encode(&msg)
-        } else {
-            codec::to_json(&msg).to_string().into_bytes()
-        }
-    }
-
     /// Where a request goes: classic requests channel, or the sharded namespace channel.
     fn request_channel(&self) -> String {
         match self.opts.mode {
@@ -575,7 +414,7 @@ impl RedisAdapter {
                 let msg = Mp::Array(vec![
                     Mp::from(self.uid.as_str()),
                     codec::packet_to_msgpack(packet, true),
-                    codec::from_json(&options_json(opts, true)),
+                    options_mp(opts, true),
                 ]);
                 (channel, codec::encode(&msg))
             }
@@ -587,7 +426,7 @@ impl RedisAdapter {
                 };
                 let data = Mp::Map(vec![
                     (Mp::from("packet"), codec::packet_to_msgpack(packet, false)),
-                    (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+                    (Mp::from("opts"), options_mp(opts, true)),
                 ]);
                 (channel, self.cluster_message(cluster_type::BROADCAST, data))
             }
@@ -807,328 +646,8 @@ impl RedisAdapter {
     // ---------------------------------------------------------------------------------
     // Classic inbound
 
-    fn on_classic_broadcast(&self, channel: &str, payload: &[u8]) -> Result<(), DecodeError> {
-        let room = channel
-            .strip_prefix(self.channels.main.as_str())
-            .and_then(|r| r.strip_suffix('#'))
-            .unwrap_or_default();
-        if !room.is_empty() && !self.local.has_room_or_socket(room) && !self.retains(room) {
-            return Ok(());
-        }
-        let msg = codec::decode(payload)?;
-        let Mp::Array(parts) = &msg else {
-            return Err(DecodeError("broadcast is not an array".into()));
-        };
-        if parts.first().and_then(Mp::as_str) == Some(self.uid.as_str()) {
-            return Ok(());
-        }
-        let packet = parts
-            .get(1)
-            .ok_or_else(|| DecodeError("broadcast without packet".into()))?;
-        let packet = codec::packet_from_msgpack(packet, "/")?;
-        if packet.nsp != self.nsp() {
-            return Ok(());
-        }
-        let opts = options_from(parts.get(2).map(codec::to_json).as_ref());
-        self.deliver(packet, &opts);
-        Ok(())
-    }
-
-    fn on_classic_request(&self, payload: &[u8]) -> Result<(), DecodeError> {
-        let body = Body::parse(payload)?;
-        let req = body.json();
-        let kind = req
-            .get("type")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| DecodeError("request without type".into()))?;
-        let uid = req.get("uid").and_then(Value::as_str);
-        let from_self = uid == Some(self.uid.as_str());
-        let request_id = req.get("requestId").and_then(Value::as_str).map(str::to_owned);
-        let mine = request_id
-            .as_deref()
-            .is_some_and(|id| self.requests.lock().contains_key(id));
-        let respond = |value: Value| {
-            let _ = self.publish(self.classic_response_channel(uid), value.to_string().into_bytes());
-        };
-        use classic_type::*;
-        match kind {
-            SOCKETS if !mine => {
-                let opts = BroadcastOptions {
-                    rooms: rooms_of(req.get("rooms")),
-                    ..Default::default()
-                };
-                let ids: Vec<Value> = self
-                    .local
-                    .select(&opts)
-                    .iter()
-                    .map(|s| Value::from(s.id().as_str()))
-                    .collect();
-                respond(json!({"requestId": request_id, "sockets": ids}));
-            }
-            ALL_ROOMS if !mine => {
-                let rooms: Vec<Value> = self
-                    .local
-                    .rooms()
-                    .iter()
-                    .map(|r| Value::from(r.as_ref()))
-                    .collect();
-                respond(json!({"requestId": request_id, "rooms": rooms}));
-            }
-            REMOTE_JOIN | REMOTE_LEAVE | REMOTE_DISCONNECT => {
-                if let Some(opts) = req.get("opts") {
-                    if from_self {
-                        return Ok(());
-                    }
-                    let opts = options_from(Some(opts));
-                    let rooms: Vec<Room> = rooms_of(req.get("rooms")).into_vec();
-                    match kind {
-                        REMOTE_JOIN => self.local_join(&opts, &rooms),
-                        REMOTE_LEAVE => self.local_leave(&opts, &rooms),
-                        _ => self.local_disconnect(
-                            &opts,
-                            req.get("close").and_then(Value::as_bool).unwrap_or(false),
-                        ),
-                    }
-                } else {
-                    // The legacy single-socket form: `{sid, room, requestId}`.
-                    let Some(sid) = req.get("sid").and_then(Value::as_str) else {
-                        return Ok(());
-                    };
-                    let opts = BroadcastOptions {
-                        rooms: smallvec::smallvec![Room::from(sid)],
-                        ..Default::default()
-                    };
-                    let Some(socket) = self.local.select(&opts).into_iter().next() else {
-                        return Ok(());
-                    };
-                    let room = req.get("room").and_then(room_text);
-                    match (kind, room) {
-                        (REMOTE_JOIN, Some(room)) => socket.join(room),
-                        (REMOTE_LEAVE, Some(room)) => socket.leave(room),
-                        (REMOTE_DISCONNECT, _) => {
-                            socket.disconnect(req.get("close").and_then(Value::as_bool).unwrap_or(false))
-                        }
-                        _ => {}
-                    }
-                    respond(json!({"requestId": request_id}));
-                }
-            }
-            REMOTE_FETCH if !mine => {
-                let opts = options_from(req.get("opts"));
-                let sockets: Vec<Value> = self
-                    .local
-                    .fetch_sockets(&opts)
-                    .iter()
-                    .map(Self::socket_json)
-                    .collect();
-                respond(json!({"requestId": request_id, "sockets": sockets}));
-            }
-            SERVER_SIDE_EMIT if !from_self => {
-                let data = req.get("data").cloned().unwrap_or(Value::Null);
-                let responder = request_id.map(|id| {
-                    let me = self.me.clone();
-                    Box::new(move |answer: Value| {
-                        if let Some(me) = me.upgrade() {
-                            let msg = json!({"type": SERVER_SIDE_EMIT, "requestId": id, "data": answer});
-                            // Answers to server-side emits always use the shared channel.
-                            let _ = me.publish(me.channels.response.clone(), msg.to_string().into_bytes());
-                        }
-                    }) as Box<dyn FnOnce(Value) + Send>
-                });
-                self.run_server_event(&data, responder);
-            }
-            BROADCAST => {
-                let Some(request_id) = request_id else {
-                    return Ok(());
-                };
-                if self.ack_requests.lock().contains_key(&request_id) {
-                    return Ok(());
-                }
-                let packet = body
-                    .member(&["packet"])
-                    .ok_or_else(|| DecodeError("broadcast without packet".into()))?
-                    .packet(self.nsp())?;
-                let opts = options_from(req.get("opts"));
-                self.run_broadcast_with_ack(packet, opts, request_id, uid.map(str::to_owned));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn on_classic_response(&self, payload: &[u8]) -> Result<(), DecodeError> {
-        let body = Body::parse(payload)?;
-        let resp = body.json();
-        let Some(request_id) = resp.get("requestId").and_then(Value::as_str) else {
-            return Ok(());
-        };
-        let kind = resp.get("type").and_then(Value::as_u64);
-        if let Some(ack) = self.ack_requests.lock().get(request_id) {
-            match kind {
-                Some(classic_type::BROADCAST_CLIENT_COUNT) => {
-                    let n = resp.get("clientCount").and_then(Value::as_u64).unwrap_or(0);
-                    let _ = ack.counts.send(n as usize);
-                }
-                Some(classic_type::BROADCAST_ACK) => {
-                    let arg = body.member(&["packet"]).map(|b| b.payload()).unwrap_or_default();
-                    let _ = ack.acks.send((remote_ack_sid(), arg));
-                }
-                _ => {}
-            }
-            return Ok(());
-        }
-        if let Some(sockets) = resp.get("sockets").and_then(Value::as_array) {
-            self.answer(request_id, sockets.iter().cloned(), true);
-        } else if let Some(rooms) = resp.get("rooms").and_then(Value::as_array) {
-            self.answer(request_id, rooms.iter().cloned(), true);
-        } else if kind == Some(classic_type::SERVER_SIDE_EMIT) {
-            let data = resp.get("data").cloned().unwrap_or(Value::Null);
-            self.answer(request_id, [data], true);
-        }
-        Ok(())
-    }
-
     // ---------------------------------------------------------------------------------
     // Sharded inbound
-
-    fn on_cluster_message(&self, payload: &[u8], addressed_to_me: bool) -> Result<(), DecodeError> {
-        let body = Body::parse(payload)?;
-        let head = match &body {
-            Body::Json(v) => v.clone(),
-            Body::Mp(m) => json!({
-                "type": codec::get(m, "type").and_then(Mp::as_u64),
-                "uid": codec::get(m, "uid").and_then(Mp::as_str),
-                "nsp": codec::get(m, "nsp").and_then(Mp::as_str),
-            }),
-        };
-        let kind = head
-            .get("type")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| DecodeError("message without type".into()))?;
-        let uid = head.get("uid").and_then(Value::as_str).map(str::to_owned);
-        if uid.as_deref() == Some(self.uid.as_str()) {
-            return Ok(());
-        }
-        if head.get("nsp").and_then(Value::as_str) != Some(self.nsp()) {
-            return Ok(());
-        }
-        let data = body
-            .member(&["data"])
-            .ok_or_else(|| DecodeError("message without data".into()))?;
-        let data_json = data.json();
-        let request_id = data_json
-            .get("requestId")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        use cluster_type::*;
-        match kind {
-            BROADCAST => {
-                let packet = data
-                    .member(&["packet"])
-                    .ok_or_else(|| DecodeError("broadcast without packet".into()))?
-                    .packet(self.nsp())?;
-                let opts = options_from(data_json.get("opts"));
-                match request_id {
-                    Some(id) => self.run_broadcast_with_ack(packet, opts, id, uid),
-                    None => {
-                        self.deliver(packet, &opts);
-                    }
-                }
-            }
-            SOCKETS_JOIN | SOCKETS_LEAVE => {
-                let opts = options_from(data_json.get("opts"));
-                let rooms: Vec<Room> = rooms_of(data_json.get("rooms")).into_vec();
-                if kind == SOCKETS_JOIN {
-                    self.local_join(&opts, &rooms);
-                } else {
-                    self.local_leave(&opts, &rooms);
-                }
-            }
-            DISCONNECT_SOCKETS => {
-                let opts = options_from(data_json.get("opts"));
-                self.local_disconnect(
-                    &opts,
-                    data_json.get("close").and_then(Value::as_bool).unwrap_or(false),
-                );
-            }
-            FETCH_SOCKETS => {
-                let (Some(id), Some(requester)) = (request_id, uid) else {
-                    return Ok(());
-                };
-                let opts = options_from(data_json.get("opts"));
-                let sockets: Vec<Value> = self
-                    .local
-                    .fetch_sockets(&opts)
-                    .iter()
-                    .map(Self::socket_json)
-                    .collect();
-                let msg = self.cluster_message(
-                    FETCH_SOCKETS_RESPONSE,
-                    codec::from_json(&json!({"requestId": id, "sockets": sockets})),
-                );
-                let _ = self.publish(format!("{}{requester}#", self.channels.main), msg);
-            }
-            SERVER_SIDE_EMIT => {
-                let packet = data_json.get("packet").cloned().unwrap_or(Value::Null);
-                let responder = match (request_id, uid) {
-                    (Some(id), Some(requester)) => {
-                        let me = self.me.clone();
-                        Some(Box::new(move |answer: Value| {
-                            if let Some(me) = me.upgrade() {
-                                let msg = me.cluster_message(
-                                    SERVER_SIDE_EMIT_RESPONSE,
-                                    codec::from_json(&json!({"requestId": id, "packet": answer})),
-                                );
-                                let _ = me.publish(format!("{}{requester}#", me.channels.main), msg);
-                            }
-                        }) as Box<dyn FnOnce(Value) + Send>)
-                    }
-                    _ => None,
-                };
-                self.run_server_event(&packet, responder);
-            }
-            FETCH_SOCKETS_RESPONSE | SERVER_SIDE_EMIT_RESPONSE | BROADCAST_CLIENT_COUNT | BROADCAST_ACK => {
-                self.on_cluster_response(kind, &data, &data_json);
-            }
-            _ => {}
-        }
-        let _ = addressed_to_me;
-        Ok(())
-    }
-
-    fn on_cluster_response(&self, kind: u64, data: &Body, data_json: &Value) {
-        let Some(request_id) = data_json.get("requestId").and_then(Value::as_str) else {
-            return;
-        };
-        use cluster_type::*;
-        match kind {
-            BROADCAST_CLIENT_COUNT => {
-                if let Some(ack) = self.ack_requests.lock().get(request_id) {
-                    let n = data_json.get("clientCount").and_then(Value::as_u64).unwrap_or(0);
-                    let _ = ack.counts.send(n as usize);
-                }
-            }
-            BROADCAST_ACK => {
-                if let Some(ack) = self.ack_requests.lock().get(request_id) {
-                    let arg = data.member(&["packet"]).map(|b| b.payload()).unwrap_or_default();
-                    let _ = ack.acks.send((remote_ack_sid(), arg));
-                }
-            }
-            FETCH_SOCKETS_RESPONSE => {
-                let sockets = data_json
-                    .get("sockets")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                self.answer(request_id, sockets, true);
-            }
-            SERVER_SIDE_EMIT_RESPONSE => {
-                let packet = data_json.get("packet").cloned().unwrap_or(Value::Null);
-                self.answer(request_id, [packet], true);
-            }
-            _ => {}
-        }
-    }
 
     async fn fetch_remote(&self, opts: &BroadcastOptions) -> Result<Vec<SocketInfo>, AdapterError> {
         let servers = self.count_servers().await?;
@@ -1192,186 +711,6 @@ impl RedisAdapter {
             }
         };
         self.publish_confirmed(self.request_channel(), payload).await
-    }
-
-    /// Appends to the stream; `on_failure` runs in order with the other appends if Redis
-    /// does not take it.
-    fn append_now(
-        &self,
-        cmd: redis::Cmd,
-        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
-    ) -> Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError> {
-        let key = self
-            .hub
-            .as_ref()
-            .map(|h| h.options().stream.clone())
-            .unwrap_or_default();
-        self.command_now(key, cmd, on_failure)
-    }
-
-    /// Queues a command on the publishing connection (in order with the publishes and
-    /// appends); `key` routes it on a Redis Cluster. The future says whether Redis took it.
-    fn command_now(
-        &self,
-        key: String,
-        cmd: redis::Cmd,
-        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
-    ) -> Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError> {
-        let (tx, rx) = oneshot::channel();
-        let done: crate::link::Done = Box::new(move |result: Result<redis::Value, LinkError>| {
-            if result.is_err()
-                && let Some(f) = on_failure
-            {
-                f();
-            }
-            let _ = tx.send(result.map(drop).map_err(unavailable));
-        });
-        self.link.command(key, cmd, Some(done)).map_err(unavailable)?;
-        Ok(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(AdapterError::Unavailable("publisher stopped".into())))
-        })
-    }
-
-    async fn append(
-        &self,
-        cmd: redis::Cmd,
-        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
-    ) -> Result<(), AdapterError> {
-        self.append_now(cmd, on_failure)?.await
-    }
-
-    /// A broadcast appended to the stream; this node's sockets get it when the stream gives
-    /// it back (or at once, without offset, if Redis does not take it, as the reference).
-    fn broadcast_to_stream(
-        &self,
-        packet: &EncodedPacket,
-        opts: &BroadcastOptions,
-    ) -> (
-        usize,
-        Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError>,
-    ) {
-        let hub = self.hub.as_ref().expect("streams mode has a hub");
-        let data = self.entry_data(packet, opts);
-        let rooms = self.history_targets(packet, opts);
-        let cmd = if rooms.is_empty() {
-            streams::xadd(
-                hub.options(),
-                &self.uid,
-                self.nsp(),
-                cluster_type::BROADCAST,
-                &data,
-            )
-        } else {
-            // The rooms' histories get the entry under its id in the stream, in one step.
-            let fields = streams::entry_fields(&self.uid, self.nsp(), cluster_type::BROADCAST, &data);
-            let stream = &hub.options().stream;
-            crate::history::write(Some((stream, hub.options().max_len)), &rooms, &fields)
-        };
-        let local = self.local.count(opts);
-        let me = self.me.clone();
-        let (fallback, fallback_opts) = (packet.clone(), opts.clone());
-        let on_failure: Box<dyn FnOnce() + Send + Sync> = Box::new(move || {
-            if let Some(me) = me.upgrade() {
-                me.local.broadcast(&fallback, &fallback_opts);
-            }
-        });
-        match self.append_now(cmd, Some(on_failure)) {
-            Ok(receipt) => (local, Ok(receipt)),
-            Err(e) => {
-                self.local.broadcast(packet, opts);
-                (local, Err(e))
-            }
-        }
-    }
-
-    /// A broadcast as the stream's (and the histories') entries carry it: `{packet, opts}`.
-    fn entry_data(&self, packet: &EncodedPacket, opts: &BroadcastOptions) -> Mp {
-        Mp::Map(vec![
-            (
-                Mp::from("packet"),
-                codec::packet_to_msgpack(&packet.cluster_packet(), false),
-            ),
-            (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
-        ])
-    }
-
-    /// The rooms' histories a broadcast is appended to (see [`crate::history`]).
-    fn history_targets(
-        &self,
-        packet: &EncodedPacket,
-        opts: &BroadcastOptions,
-    ) -> Vec<crate::history::Target> {
-        match &self.history {
-            Some(rules) => rules.targets(self.nsp(), packet.packet(), opts),
-            None => Vec::new(),
-        }
-    }
-
-    /// Classic and sharded formats: appends a broadcast to its rooms' histories, queued
-    /// before its publish on the same connection; `None` when no room of it keeps one.
-    fn append_history(
-        &self,
-        packet: &EncodedPacket,
-        opts: &BroadcastOptions,
-        on_failure: Option<Box<dyn FnOnce() + Send + Sync>>,
-    ) -> Option<Result<impl Future<Output = Result<(), AdapterError>> + Send + 'static, AdapterError>> {
-        let rooms = self.history_targets(packet, opts);
-        let first = rooms.first()?.key.clone();
-        let data = self.entry_data(packet, opts);
-        let fields = streams::entry_fields(&self.uid, self.nsp(), cluster_type::BROADCAST, &data);
-        let cmd = crate::history::write(None, &rooms, &fields);
-        Some(self.command_now(first, cmd, on_failure))
-    }
-
-    /// An entry read from the stream, for this namespace.
-    pub(crate) fn on_stream_entry(&self, entry: streams::Entry) {
-        let mine = entry.uid == self.uid;
-        let Some(data) = entry.data else { return };
-        let json = data.json();
-        let opts = options_from(json.get("opts"));
-        match entry.kind {
-            cluster_type::BROADCAST => {
-                if json.get("requestId").is_some() {
-                    return;
-                }
-                let packet = match data.member(&["packet"]).map(|p| p.packet(self.nsp())) {
-                    Some(Ok(packet)) => packet,
-                    _ => {
-                        self.link.count_malformed();
-                        return;
-                    }
-                };
-                match self.ctx.namespace() {
-                    Some(ns) => {
-                        ns.deliver_logged(&entry.id, packet, &opts);
-                    }
-                    None => {
-                        self.local.broadcast(&EncodedPacket::new(packet), &opts);
-                    }
-                }
-            }
-            // This node's own were applied when they were made.
-            cluster_type::SOCKETS_JOIN | cluster_type::SOCKETS_LEAVE if !mine => {
-                let rooms: Vec<Room> = rooms_of(json.get("rooms")).into_vec();
-                if entry.kind == cluster_type::SOCKETS_JOIN {
-                    self.local_join(&opts, &rooms);
-                } else {
-                    self.local_leave(&opts, &rooms);
-                }
-            }
-            cluster_type::DISCONNECT_SOCKETS if !mine => {
-                self.local_disconnect(&opts, json.get("close").and_then(Value::as_bool).unwrap_or(false));
-            }
-            _ => {}
-        }
-    }
-
-    /// Reading the stream lost entries (trimmed past this node's position).
-    pub(crate) fn stream_broke(&self) {
-        if let Some(ns) = self.ctx.namespace() {
-            ns.log_broke();
-        }
     }
 }
 
@@ -1571,7 +910,7 @@ impl Adapter for RedisAdapter {
                         Mp::from("packet"),
                         codec::packet_to_msgpack(&unnumbered(packet.packet()), true),
                     ),
-                    (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+                    (Mp::from("opts"), options_mp(opts, true)),
                 ]);
                 (id, self.channels.request.clone(), codec::encode(&msg))
             }
@@ -1583,7 +922,7 @@ impl Adapter for RedisAdapter {
                         codec::packet_to_msgpack(&unnumbered(packet.packet()), false),
                     ),
                     (Mp::from("requestId"), Mp::from(id.as_str())),
-                    (Mp::from("opts"), codec::from_json(&options_json(opts, true))),
+                    (Mp::from("opts"), options_mp(opts, true)),
                 ]);
                 (
                     id,
@@ -1843,6 +1182,19 @@ mod tests {
         assert_eq!(back.flags, opts.flags);
         // Numeric rooms (Node allows them) become their text.
         let numeric = options_from(Some(&json!({"rooms": [5], "except": []})));
+        assert_eq!(numeric.rooms.as_slice(), &[Room::from("5")]);
+        // Straight to msgpack and back, the same shape as through JSON.
+        let mp = options_mp(&opts, true);
+        assert_eq!(codec::to_json(&mp), wire);
+        let back = wire::options_from_mp(Some(&mp));
+        assert_eq!(
+            (back.rooms, back.except, back.flags),
+            (opts.rooms.clone(), opts.except.clone(), opts.flags)
+        );
+        let body = Body::Mp(Mp::Map(vec![(Mp::from("opts"), mp)]));
+        assert_eq!(body.options().rooms, opts.rooms);
+        assert!(!body.has("requestId"));
+        let numeric = wire::options_from_mp(Some(&codec::from_json(&json!({"rooms": [5], "except": []}))));
         assert_eq!(numeric.rooms.as_slice(), &[Room::from("5")]);
     }
 }
