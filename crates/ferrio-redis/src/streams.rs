@@ -624,6 +624,16 @@ async fn edge(
         .map(|e| e.id))
 }
 
+/// Whether the stream's oldest entry lies beyond the entry after `at` (where the reader is):
+/// then entries between may have been trimmed before the reader got them.
+fn overtaken(at: Option<&str>, oldest: Option<(u64, u64)>) -> bool {
+    let (Some(at), Some(oldest)) = (at.and_then(parse_id), oldest) else {
+        return false;
+    };
+    // 0-0: the stream was empty when the reader started, it reads from the beginning.
+    at != (0, 0) && oldest > (at.0, at.1.saturating_add(1))
+}
+
 /// Reads the stream from where it last was, forever: every entry goes to its namespace's
 /// adapter, in order.
 async fn run_reader(
@@ -667,9 +677,7 @@ async fn run_reader(
         };
         match &last {
             Some(at) => {
-                let lost = oldest.as_deref().and_then(parse_id).is_some_and(|oldest| {
-                    parse_id(at).is_some_and(|at| oldest > (at.0, at.1.saturating_add(1)))
-                });
+                let lost = overtaken(Some(at), oldest.as_deref().and_then(parse_id));
                 if lost {
                     tracing::warn!(
                         "the redis stream was trimmed past this node's position: entries were lost to it"
@@ -698,8 +706,18 @@ async fn run_reader(
         backoff.reset();
         loop {
             let at = last.clone().unwrap_or_else(|| "$".into());
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT")
+            // The stream's oldest entry, asked just before each read: when trimming has
+            // overtaken this node (it fell more than the stream's length behind), what lay
+            // between is lost to it, and its recovery caches must not claim it.
+            let mut pipe = redis::pipe();
+            pipe.cmd("XRANGE")
+                .arg(&opts.stream)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+            pipe.cmd("XREAD")
+                .arg("COUNT")
                 .arg(opts.read_count)
                 .arg("BLOCK")
                 .arg(opts.block.as_millis() as u64)
@@ -707,11 +725,19 @@ async fn run_reader(
                 .arg(&opts.stream)
                 .arg(&at);
             let answer = tokio::select! {
-                a = conn.req_packed_command(&cmd) => a,
+                a = conn.req_packed_commands(&pipe, 0, 2) => a,
                 _ = stop.changed() => return,
             };
-            let answer = match answer {
-                Ok(answer) => answer,
+            let (oldest, answer) = match answer {
+                Ok(mut answers) if answers.len() == 2 => {
+                    let answer = answers.pop().unwrap_or(Value::Nil);
+                    let oldest = entries_in(&answers[0])
+                        .first()
+                        .and_then(|e| parse_entry(e).ok())
+                        .and_then(|e| parse_id(&e.id));
+                    (oldest, answer)
+                }
+                Ok(_) => continue,
                 Err(e) => {
                     down_since = Some(tokio::time::Instant::now());
                     tracing::warn!(error = e.to_string(), "redis stream reader disconnected");
@@ -719,6 +745,12 @@ async fn run_reader(
                 }
             };
             let Some(hub) = hub.upgrade() else { return };
+            if overtaken(last.as_deref(), oldest) {
+                tracing::warn!(
+                    "the redis stream was trimmed past this node's reader: entries were lost to it"
+                );
+                hub.each(RedisAdapter::stream_broke);
+            }
             for value in entries_in(&answer) {
                 match parse_entry(value) {
                     Ok(entry) => {
@@ -753,6 +785,20 @@ async fn run_reader(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_is_overtaken_only_when_entries_after_it_may_be_gone() {
+        assert!(
+            !overtaken(Some("5-1"), Some((5, 2))),
+            "the next entry is the oldest"
+        );
+        assert!(!overtaken(Some("5-1"), Some((4, 0))));
+        assert!(!overtaken(Some("5-1"), None), "an empty stream");
+        assert!(!overtaken(None, Some((9, 0))));
+        assert!(!overtaken(Some("0-0"), Some((9, 0))), "read from the beginning");
+        assert!(overtaken(Some("5-1"), Some((5, 3))));
+        assert!(overtaken(Some("5-1"), Some((6, 0))));
+    }
 
     #[test]
     fn ids_step_and_parse() {

@@ -13,6 +13,8 @@
 // * rooms with windows of their own ([[history.rooms]]) and a stream that keeps almost nothing:
 //   after the client's node is SIGKILLed, a quiet room's member recovers on the survivor from
 //   that node's window of the room, a busy room's member whose window was trimmed is refused.
+// * a survivor whose reader was stopped while the stream was trimmed past it refuses (it cannot
+//   prove the replay complete), nothing stale.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -359,5 +361,68 @@ describe('streams mode: each room keeps its own window, on any node', { skip }, 
     const m = await metrics(nodes[1]);
     assert.equal(counterSum(m, 'ferrio_recovery_total', { result: 'recovered' }), 1);
     assert.equal(counterSum(m, 'ferrio_recovery_total', { result: 'failed', reason: 'history_trimmed' }), 1);
+  });
+});
+
+describe('streams mode: a node whose reader was overtaken by trimming refuses', { skip }, () => {
+  let redis;
+  let nodes = [];
+  let proxy;
+  const open = [];
+
+  before(async () => {
+    redis = await procs.startRedis();
+    // A stream of about one macro node (MAXLEN ~ 1) and a namespace window that holds it all:
+    // only the reader's position can tell that node 2 missed entries.
+    const env = {
+      FERRIO_RECOVERY__ENABLED: 'true',
+      FERRIO_RECOVERY__MAX_DISCONNECTION_DURATION: '30s',
+      FERRIO_CLUSTER__STREAM_MAX_LEN: '1',
+    };
+    nodes = await Promise.all([1, 2, 3].map((i) => startServeNode({ redis, mode: 'streams', name: `o${i}`, env })));
+    await waitReadyz(nodes);
+    proxy = await startProxy(nodes[0].port);
+  });
+  after(async () => {
+    for (const s of open) s.close();
+    if (proxy) proxy.close();
+    for (const n of nodes) n.resume();
+    await Promise.all(nodes.map((n) => n.stop()));
+    if (redis) await redis.stop();
+  });
+
+  it('recovered === false, nothing stale, when the survivor was stopped while the stream was trimmed past it', async () => {
+    const publisher = await connect(nodes[2].url);
+    const client = await connect(proxy.url, { reconnection: true });
+    open.push(publisher, client);
+    assert.deepEqual(await ack(client, 'join', 'o'), { ok: true });
+    const got = [];
+    client.on('o', (n) => got.push(n));
+    assert.deepEqual(await ack(publisher, 'publish', { room: 'o', event: 'o', data: 0 }), { ok: true });
+    await until('first message', () => got.length === 1);
+    const id = client.id;
+    await sleep(200); // node 2 has read it too
+
+    // Node 2 stops reading; the client's node dies; 600 messages trim the stream far past
+    // where node 2 stands; node 2 reads on.
+    nodes[1].pause();
+    client.io.reconnection(false);
+    nodes[0].child.kill('SIGKILL');
+    await until('disconnect', () => !client.connected);
+    for (let n = 1; n <= 600; n++) {
+      assert.deepEqual(await ack(publisher, 'publish', { room: 'o', event: 'o', data: n }), { ok: true });
+    }
+    nodes[1].resume();
+    await sleep(1000);
+    proxy.point(nodes[1].port);
+    client.io.reconnection(true);
+    client.connect();
+    await connected(client);
+    assert.equal(client.recovered, false, 'node 2 cannot prove the replay complete');
+    assert.notEqual(client.id, id);
+    await sleep(200);
+    assert.deepEqual(got, [0], 'nothing replayed');
+    const m = await metrics(nodes[1]);
+    assert.equal(counterSum(m, 'ferrio_recovery_total', { result: 'recovered' }), 0);
   });
 });
