@@ -17,7 +17,18 @@ use ferrio_proto::engine::Data;
 use ferrio_proto::socket::{Decoder, Packet, PacketType};
 
 use crate::adapter::EncodedPacket;
-use crate::engine::{CloseReason, Connection, Control, NamespaceConnect, SessionHandler};
+use crate::engine::{CloseReason, Connection, Control, SessionHandler, UpperCommand};
+use crate::socket::ConnectOutcome;
+
+/// A namespace's connect hook finished: posted to the session's own task
+/// ([`Control::Upper`]) so it is applied in order with the packets.
+struct NamespaceConnect {
+    nsp: Arc<str>,
+    auth: Value,
+    outcome: ConnectOutcome,
+    /// A recovered session waiting for the hook's verdict.
+    restored: Option<Claim>,
+}
 use crate::io::{IoShared, JoinRefusal, NamespaceTarget};
 use crate::namespace::ConnectRequest;
 use crate::recovery::{Claim, Restored};
@@ -185,7 +196,7 @@ impl Client {
                     Some(hook) if !skip_hook => run_hook(&nsp, hook(request)).await,
                     _ => Ok(Accepted::default()),
                 };
-                let _ = conn.control(Control::NamespaceConnect(Box::new(NamespaceConnect {
+                let _ = conn.control(Control::Upper(Box::new(NamespaceConnect {
                     nsp,
                     auth,
                     outcome,
@@ -215,7 +226,7 @@ impl Client {
                 tokio::spawn(async move {
                     let outcome = run_hook(&nsp, hook(request)).await;
                     // The session may be gone meanwhile; then nothing is left to accept.
-                    let _ = conn.control(Control::NamespaceConnect(Box::new(NamespaceConnect {
+                    let _ = conn.control(Control::Upper(Box::new(NamespaceConnect {
                         nsp,
                         auth,
                         outcome,
@@ -446,7 +457,11 @@ impl SessionHandler for Client {
         }
     }
 
-    fn on_namespace_connect(&mut self, conn: &Arc<Connection>, result: NamespaceConnect) {
+    fn on_command(&mut self, conn: &Arc<Connection>, command: UpperCommand) {
+        let Ok(result) = command.downcast::<NamespaceConnect>() else {
+            return;
+        };
+        let result = *result;
         let Some(i) = self.slot(&result.nsp) else { return };
         if !matches!(self.nsps[i].1, Slot::Connecting) {
             return;

@@ -13,8 +13,8 @@ use http::{Request, Response};
 use crate::Config;
 use crate::adapter::BoxFuture;
 use crate::engine::{
-    CloseReason, Connection, Data, Engine, EngineConfig, Frame, NamespaceConnect, ResponseBody, SendError,
-    SessionFactory, SessionHandler,
+    CloseReason, Connection, Data, Engine, EngineConfig, Frame, ResponseBody, SendError, SessionFactory,
+    SessionHandler,
 };
 use crate::service::RequestBody;
 
@@ -83,7 +83,7 @@ impl SessionHandler for Session {
         Ok(())
     }
 
-    fn on_namespace_connect(&mut self, _conn: &Arc<Connection>, _result: NamespaceConnect) {}
+    fn on_command(&mut self, _conn: &Arc<Connection>, _command: crate::engine::UpperCommand) {}
 
     fn on_server_disconnect(&mut self, _conn: &Arc<Connection>) {}
 

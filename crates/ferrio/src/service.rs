@@ -22,15 +22,7 @@ use crate::Io;
 use crate::adapter::BoxFuture;
 use crate::engine::{self, Engine, RemoteAddr, ResponseBody, SessionFactory};
 
-/// Request bodies ferrio can read.
-pub trait RequestBody:
-    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
-{
-}
-impl<B> RequestBody for B where
-    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
-{
-}
+pub use crate::engine::RequestBody;
 
 fn handles(engine_path: &str, req_path: &str) -> bool {
     req_path.starts_with(engine_path)

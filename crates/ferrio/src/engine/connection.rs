@@ -15,7 +15,6 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::WsStream;
 use crate::Sid;
-use crate::socket::ConnectOutcome;
 
 /// One Engine.IO message ready for the wire, shared by every recipient of a broadcast.
 #[derive(Debug, Clone)]
@@ -112,19 +111,15 @@ pub(crate) enum Control {
     Post(Bytes, oneshot::Sender<PostReply>),
     /// A WebSocket opened for this session (an upgrade probe).
     WebSocket(Box<WsStream>),
-    /// A namespace's connect hook finished.
-    NamespaceConnect(Box<NamespaceConnect>),
+    /// A command for the upper layer, run in the driver's task, in order with the packets
+    /// (Socket.IO: a namespace's connect hook finished). Opaque to the engine.
+    Upper(UpperCommand),
     /// The server ends the connection: every namespace is told (DISCONNECT), then it closes.
     Disconnect,
 }
 
-pub(crate) struct NamespaceConnect {
-    pub nsp: std::sync::Arc<str>,
-    pub auth: serde_json::Value,
-    pub outcome: ConnectOutcome,
-    /// A recovered session waiting for the hook's verdict.
-    pub restored: Option<crate::recovery::Claim>,
-}
+/// What the upper layer posts to itself through [`Control::Upper`].
+pub(crate) type UpperCommand = Box<dyn std::any::Any + Send>;
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,7 +127,7 @@ impl std::fmt::Debug for Control {
             Control::Poll(_) => f.write_str("Poll"),
             Control::Post(b, _) => write!(f, "Post({} bytes)", b.len()),
             Control::WebSocket(_) => f.write_str("WebSocket"),
-            Control::NamespaceConnect(c) => write!(f, "NamespaceConnect({})", c.nsp),
+            Control::Upper(_) => f.write_str("Upper"),
             Control::Disconnect => f.write_str("Disconnect"),
         }
     }

@@ -282,8 +282,8 @@ impl<F: SessionFactory> Driver<F> {
                 self.on_websocket(*ws);
                 Ok(())
             }
-            Control::NamespaceConnect(c) => {
-                self.handler.on_namespace_connect(&self.conn, *c);
+            Control::Upper(command) => {
+                self.handler.on_command(&self.conn, command);
                 Ok(())
             }
             Control::Disconnect => {
@@ -745,7 +745,7 @@ impl<F: SessionFactory> Driver<F> {
                         Control::Post(_, reply) => {
                             let _ = reply.send(PostReply::Ok);
                         }
-                        Control::WebSocket(_) | Control::NamespaceConnect(_) | Control::Disconnect => {}
+                        Control::WebSocket(_) | Control::Upper(_) | Control::Disconnect => {}
                     }
                 }
                 Poll::Pending
@@ -787,7 +787,7 @@ impl<F: SessionFactory> Driver<F> {
                 Control::Post(_, reply) => {
                     let _ = reply.send(PostReply::BadRequest);
                 }
-                Control::WebSocket(_) | Control::NamespaceConnect(_) | Control::Disconnect => {}
+                Control::WebSocket(_) | Control::Upper(_) | Control::Disconnect => {}
             }
         }
         crate::metrics::connection_closed(self.conn.transport(), reason);

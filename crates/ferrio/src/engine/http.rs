@@ -15,8 +15,17 @@ use super::connection::{Connection, Control, Frame, PollReply, PostReply, Transp
 use super::driver::Driver;
 use super::{Engine, SessionFactory};
 use crate::config::Cors;
-use crate::service::RequestBody;
 use crate::{Handshake, Sid};
+
+/// Request bodies ferrio can read.
+pub trait RequestBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+impl<B> RequestBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
 
 /// The body of every response ferrio writes.
 pub type ResponseBody = Full<Bytes>;

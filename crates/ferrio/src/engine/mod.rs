@@ -17,9 +17,9 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 pub use connection::{CloseReason, SendError, TransportKind};
-pub(crate) use connection::{Connection, Control, Frame, NamespaceConnect};
+pub(crate) use connection::{Connection, Control, Frame, UpperCommand};
 pub(crate) use http::handle_request;
-pub use http::{RemoteAddr, ResponseBody};
+pub use http::{RemoteAddr, RequestBody, ResponseBody};
 
 use crate::{Config, Sid};
 
@@ -34,8 +34,8 @@ pub use ferrio_proto::engine::Data;
 pub(crate) trait SessionHandler: Send + Unpin + 'static {
     /// A `message` packet arrived.
     fn on_message(&mut self, conn: &Arc<Connection>, data: Data<'_>) -> Result<(), CloseReason>;
-    /// A request posted with [`Control::NamespaceConnect`].
-    fn on_namespace_connect(&mut self, conn: &Arc<Connection>, result: NamespaceConnect);
+    /// A command the upper layer posted to itself with [`Control::Upper`].
+    fn on_command(&mut self, conn: &Arc<Connection>, command: UpperCommand);
     /// The server is ending the connection; say goodbye at the upper layer first.
     fn on_server_disconnect(&mut self, conn: &Arc<Connection>);
     /// The next instant at which [`SessionHandler::on_deadline`] must run, if any.
