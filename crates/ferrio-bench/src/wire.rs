@@ -111,12 +111,7 @@ pub struct Drained {
     pub opened: bool,
 }
 
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+use ferrio_proto::ws::{self as frames, Opcode, Reader};
 
 /// One Socket.IO session over a WebSocket on namespace `/`.
 #[derive(Debug)]
@@ -267,12 +262,12 @@ impl Conn {
             };
             let body = &buf[start..start + len];
             let whole: Option<&[u8]> = match opcode {
-                OP_TEXT | OP_BINARY if fin => Some(body),
-                OP_TEXT | OP_BINARY => {
+                Opcode::Text | Opcode::Binary if fin => Some(body),
+                Opcode::Text | Opcode::Binary => {
                     self.fragments = Some(body.to_vec());
                     None
                 }
-                OP_CONTINUATION => {
+                Opcode::Continuation => {
                     let Some(mut text) = self.fragments.take() else {
                         return Err(Failure::Protocol("continuation without a first fragment"));
                     };
@@ -284,19 +279,18 @@ impl Conn {
                     }
                     None
                 }
-                OP_CLOSE => {
+                Opcode::Close => {
                     drained.closed = true;
                     None
                 }
-                OP_PING => {
+                Opcode::Ping => {
                     ws_pongs.push(body.to_vec());
                     None
                 }
-                OP_PONG => None,
-                _ => return Err(Failure::Protocol("unknown WebSocket opcode")),
+                Opcode::Pong => None,
             };
             if let Some(body) = whole
-                && opcode == OP_TEXT
+                && opcode == Opcode::Text
             {
                 engine_packet(body, &mut on_packet, &mut replies, &mut drained);
             }
@@ -307,50 +301,33 @@ impl Conn {
             self.queue_text(b"3");
         }
         for body in ws_pongs {
-            self.queue_frame(OP_PONG, &body);
+            self.queue_frame(Opcode::Pong, &body);
         }
         Ok(drained)
     }
 
     /// Queues a Socket.IO packet (`text` without the Engine.IO `4`, which is added).
     pub fn queue_packet(&mut self, packet: &[u8]) {
-        self.queue_frame_parts(OP_TEXT, b"4", packet);
+        self.queue_frame_parts(Opcode::Text, b"4", packet);
     }
 
     /// Queues an Engine.IO text packet as it is.
     pub fn queue_text(&mut self, text: &[u8]) {
-        self.queue_frame_parts(OP_TEXT, b"", text);
+        self.queue_frame_parts(Opcode::Text, b"", text);
     }
 
-    fn queue_frame(&mut self, opcode: u8, body: &[u8]) {
+    fn queue_frame(&mut self, opcode: Opcode, body: &[u8]) {
         self.queue_frame_parts(opcode, b"", body);
     }
 
-    fn queue_frame_parts(&mut self, opcode: u8, head: &[u8], body: &[u8]) {
-        let len = head.len() + body.len();
-        self.tx.push(0x80 | opcode);
-        if len < 126 {
-            self.tx.push(0x80 | len as u8);
-        } else if len <= usize::from(u16::MAX) {
-            self.tx.push(0x80 | 126);
-            self.tx.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            self.tx.push(0x80 | 127);
-            self.tx.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+    /// Frames as `ferrio_proto::ws` writes a client's.
+    fn queue_frame_parts(&mut self, opcode: Opcode, head: &[u8], body: &[u8]) {
         // A fresh key per frame, as clients must; cheap (xorshift) since nobody attacks a
         // benchmark's own loopback traffic.
         self.mask ^= self.mask << 13;
         self.mask ^= self.mask >> 17;
         self.mask ^= self.mask << 5;
-        let key = self.mask.to_be_bytes();
-        self.tx.extend_from_slice(&key);
-        let at = self.tx.len();
-        self.tx.extend_from_slice(head);
-        self.tx.extend_from_slice(body);
-        for (i, b) in self.tx[at..].iter_mut().enumerate() {
-            *b ^= key[i & 3];
-        }
+        frames::write_masked_frame(opcode, &[head, body], self.mask.to_be_bytes(), &mut self.tx);
     }
 
     /// Whether frames wait in the write buffer.
@@ -375,7 +352,7 @@ impl Conn {
     /// WebSocket close frame, then the TCP connection ends.
     pub async fn close(mut self) {
         self.queue_packet(b"1");
-        self.queue_frame(OP_CLOSE, &1000u16.to_be_bytes());
+        self.queue_frame(Opcode::Close, &frames::close_payload(1000));
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
@@ -393,30 +370,16 @@ fn engine_packet(text: &[u8], on_packet: &mut impl FnMut(&[u8]), replies: &mut u
 }
 
 /// Returns `(fin, opcode, body start, body length)` of the first frame of `buf` if it is
-/// complete.
-fn frame_header(buf: &[u8]) -> Result<Option<(bool, u8, usize, usize)>, Failure> {
-    if buf.len() < 2 {
+/// complete, the header read by `ferrio_proto::ws` as a client reads a server's frames.
+fn frame_header(buf: &[u8]) -> Result<Option<(bool, Opcode, usize, usize)>, Failure> {
+    let Some(h) = frames::read_header(buf, Reader::Client).map_err(|e| Failure::Protocol(e.label()))? else {
         return Ok(None);
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let opcode = buf[0] & 0x0F;
-    if buf[1] & 0x80 != 0 {
-        return Err(Failure::Protocol("masked frame from the server"));
-    }
-    let (len, start) = match buf[1] & 0x7F {
-        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-        127 if buf.len() >= 10 => {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(&buf[2..10]);
-            (usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX), 10)
-        }
-        126 | 127 => return Ok(None),
-        n => (usize::from(n), 2),
     };
-    if buf.len() - start < len {
+    let len = usize::try_from(h.len).unwrap_or(usize::MAX);
+    if buf.len() - h.size < len {
         return Ok(None);
     }
-    Ok(Some((fin, opcode, start, len)))
+    Ok(Some((h.fin, h.opcode, h.size, len)))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -470,10 +433,13 @@ mod tests {
     fn frame_headers_wait_for_the_whole_frame() {
         assert_eq!(frame_header(&[0x81]).unwrap(), None);
         assert_eq!(frame_header(&[0x81, 3, b'a']).unwrap(), None);
-        assert_eq!(frame_header(&[0x81, 1, b'a']).unwrap(), Some((true, 1, 2, 1)));
+        assert_eq!(
+            frame_header(&[0x81, 1, b'a']).unwrap(),
+            Some((true, Opcode::Text, 2, 1))
+        );
         let mut long = vec![0x81, 126, 0, 200];
         long.extend(std::iter::repeat_n(b'x', 200));
-        assert_eq!(frame_header(&long).unwrap(), Some((true, 1, 4, 200)));
+        assert_eq!(frame_header(&long).unwrap(), Some((true, Opcode::Text, 4, 200)));
         assert!(frame_header(&[0x81, 0x81, 0, 0, 0, 0, 0]).is_err());
     }
 }

@@ -98,6 +98,9 @@ pub enum WsError {
     /// A client frame without a mask.
     #[error("WebSocket protocol error: unmasked client frame")]
     UnmaskedFrame,
+    /// A server's frame was masked (a client reading it must fail the connection).
+    #[error("WebSocket protocol error: masked server frame")]
+    MaskedFrame,
     /// A 64-bit payload length with the most significant bit set.
     #[error("WebSocket protocol error: length with the high bit set")]
     InvalidLength,
@@ -141,6 +144,7 @@ impl WsError {
             Self::ReservedBits => "ws_reserved_bits",
             Self::ReservedOpcode(_) => "ws_reserved_opcode",
             Self::UnmaskedFrame => "ws_unmasked_frame",
+            Self::MaskedFrame => "ws_masked_frame",
             Self::InvalidLength => "ws_invalid_length",
             Self::FragmentedControlFrame => "ws_fragmented_control_frame",
             Self::OversizedControlFrame => "ws_oversized_control_frame",
@@ -163,15 +167,51 @@ struct Header {
     size: usize,
 }
 
-/// Parses a client frame header; `Ok(None)` when more bytes are needed.
-fn parse_header(buf: &[u8]) -> Result<Option<Header>, WsError> {
+/// Which end of a WebSocket reads the frames: a server reads masked frames, a client
+/// unmasked ones (RFC 6455, 5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    Server,
+    Client,
+}
+
+/// A frame's header as [`read_header`] parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub fin: bool,
+    pub opcode: Opcode,
+    /// The masking key (frames a client sends).
+    pub mask: Option<[u8; 4]>,
+    /// Payload bytes.
+    pub len: u64,
+    /// Bytes the header takes.
+    pub size: usize,
+}
+
+/// Parses the header at the start of `buf` as `reader` must see it (reserved bits, opcodes,
+/// masking, control frames checked); `Ok(None)` when more bytes are needed.
+pub fn read_header(buf: &[u8], reader: Reader) -> Result<Option<FrameHeader>, WsError> {
+    Ok(parse_header(buf, reader == Reader::Server)?.map(|h| FrameHeader {
+        fin: h.fin,
+        opcode: h.opcode,
+        mask: (reader == Reader::Server).then_some(h.mask),
+        len: h.len,
+        size: h.size,
+    }))
+}
+
+/// Parses a frame header, masked (a client's) or not (a server's); `Ok(None)` when more
+/// bytes are needed.
+fn parse_header(buf: &[u8], masked: bool) -> Result<Option<Header>, WsError> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
     if b0 & 0x70 != 0 {
         return Err(WsError::ReservedBits);
     }
     let opcode = Opcode::from_bits(b0 & 0x0F).ok_or(WsError::ReservedOpcode(b0 & 0x0F))?;
-    if b1 & 0x80 == 0 {
-        return Err(WsError::UnmaskedFrame);
+    match (b1 & 0x80 != 0, masked) {
+        (false, true) => return Err(WsError::UnmaskedFrame),
+        (true, false) => return Err(WsError::MaskedFrame),
+        _ => {}
     }
     let (len, mut size) = match b1 & 0x7F {
         126 => {
@@ -190,11 +230,14 @@ fn parse_header(buf: &[u8]) -> Result<Option<Header>, WsError> {
         }
         n => (u64::from(n), 2),
     };
-    let Some(mask) = buf.get(size..size + 4) else {
-        return Ok(None);
-    };
-    let mask = [mask[0], mask[1], mask[2], mask[3]];
-    size += 4;
+    let mut mask = [0; 4];
+    if masked {
+        let Some(key) = buf.get(size..size + 4) else {
+            return Ok(None);
+        };
+        mask.copy_from_slice(key);
+        size += 4;
+    }
     let fin = b0 & 0x80 != 0;
     if opcode.is_control() {
         if !fin {
@@ -262,14 +305,14 @@ impl FrameReader {
     pub fn feed(&mut self, mut data: &[u8], mut on_message: impl FnMut(Message)) -> Result<(), WsError> {
         // Complete a frame left over from the previous read first.
         if !self.partial.is_empty() {
-            let header = match parse_header(&self.partial)? {
+            let header = match parse_header(&self.partial, true)? {
                 Some(h) => h,
                 None => {
                     // Borrow enough bytes to finish the header, then give back what belongs
                     // to the next frame.
                     let take = data.len().min(14);
                     self.partial.extend_from_slice(&data[..take]);
-                    let Some(h) = parse_header(&self.partial)? else {
+                    let Some(h) = parse_header(&self.partial, true)? else {
                         return Ok(());
                     };
                     let frame_len = usize::try_from(h.size as u64 + h.len).unwrap_or(usize::MAX);
@@ -296,7 +339,7 @@ impl FrameReader {
         }
         // Then every frame that is whole in this read, without copying it aside.
         while !data.is_empty() {
-            let Some(header) = parse_header(data)? else {
+            let Some(header) = parse_header(data, true)? else {
                 self.partial.extend_from_slice(data);
                 return Ok(());
             };
@@ -422,6 +465,22 @@ pub fn write_frame(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Appends a whole client frame to `out`: its payload is `parts` one after the other,
+/// masked with `key` (a fresh one per frame, as RFC 6455 asks of clients).
+pub fn write_masked_frame(opcode: Opcode, parts: &[&[u8]], key: [u8; 4], out: &mut Vec<u8>) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut header = [0u8; MAX_HEADER];
+    let n = write_frame_header(opcode, len, &mut header);
+    header[1] |= 0x80;
+    out.extend_from_slice(&header[..n]);
+    out.extend_from_slice(&key);
+    let at = out.len();
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    unmask(&mut out[at..], key);
+}
+
 /// The payload of a close frame with `code` (no reason text).
 pub fn close_payload(code: u16) -> [u8; 2] {
     code.to_be_bytes()
@@ -430,6 +489,29 @@ pub fn close_payload(code: u16) -> [u8; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_frames_round_trip_through_a_server_reader_and_back() {
+        let mut out = Vec::new();
+        write_masked_frame(Opcode::Text, &[b"4", b"hello"], [1, 2, 3, 4], &mut out);
+        assert_ne!(&out[6..], b"4hello", "masked on the wire");
+        let mut got = Vec::new();
+        FrameReader::new(100).feed(&out, |m| got.push(m)).unwrap();
+        assert_eq!(got, vec![Message::Text(Bytes::from_static(b"4hello"))]);
+        let h = read_header(&out, Reader::Server).unwrap().unwrap();
+        assert_eq!(
+            (h.fin, h.opcode, h.mask, h.len, h.size),
+            (true, Opcode::Text, Some([1, 2, 3, 4]), 6, 6)
+        );
+        // A client refuses a masked frame, a server an unmasked one.
+        assert_eq!(read_header(&out, Reader::Client), Err(WsError::MaskedFrame));
+        let mut server = Vec::new();
+        write_frame(Opcode::Binary, &[0u8; 300], &mut server);
+        let h = read_header(&server, Reader::Client).unwrap().unwrap();
+        assert_eq!((h.opcode, h.mask, h.len, h.size), (Opcode::Binary, None, 300, 4));
+        assert_eq!(read_header(&server, Reader::Server), Err(WsError::UnmaskedFrame));
+        assert_eq!(read_header(&server[..3], Reader::Client), Ok(None));
+    }
 
     /// A masked client frame.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
