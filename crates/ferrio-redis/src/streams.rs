@@ -624,6 +624,10 @@ async fn edge(
         .map(|e| e.id))
 }
 
+/// The id of the stream's oldest entry, without its fields (nil for an empty stream).
+const OLDEST_ID: &str = "local e = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1) \
+    if #e == 0 then return false end return e[1][1]";
+
 /// Whether the stream's oldest entry lies beyond the entry after `at` (where the reader is):
 /// then entries between may have been trimmed before the reader got them.
 fn overtaken(at: Option<&str>, oldest: Option<(u64, u64)>) -> bool {
@@ -710,12 +714,7 @@ async fn run_reader(
             // overtaken this node (it fell more than the stream's length behind), what lay
             // between is lost to it, and its recovery caches must not claim it.
             let mut pipe = redis::pipe();
-            pipe.cmd("XRANGE")
-                .arg(&opts.stream)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1);
+            pipe.cmd("EVAL").arg(OLDEST_ID).arg(1).arg(&opts.stream);
             pipe.cmd("XREAD")
                 .arg("COUNT")
                 .arg(opts.read_count)
@@ -731,10 +730,7 @@ async fn run_reader(
             let (oldest, answer) = match answer {
                 Ok(mut answers) if answers.len() == 2 => {
                     let answer = answers.pop().unwrap_or(Value::Nil);
-                    let oldest = entries_in(&answers[0])
-                        .first()
-                        .and_then(|e| parse_entry(e).ok())
-                        .and_then(|e| parse_id(&e.id));
+                    let oldest = text(&answers[0]).as_deref().and_then(parse_id);
                     (oldest, answer)
                 }
                 Ok(_) => continue,
