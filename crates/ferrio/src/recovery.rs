@@ -147,14 +147,18 @@ fn footprint(packet: &EncodedPacket) -> usize {
     std::mem::size_of::<StoredPacket>() + packet.wire_len() * 5
 }
 
-/// Drops the room window written to least recently (bounds on windows and their bytes).
+/// Drops the room window written to least recently (bounds on windows and their bytes), in
+/// amortized constant time: the oldest entry of the touch log that is still a window's last
+/// touch names it.
 fn drop_stalest_window(store: &mut Store) {
-    let Some(room) = store
-        .windows
-        .iter()
-        .min_by_key(|(_, w)| w.touched)
-        .map(|(r, _)| r.clone())
-    else {
+    let mut stalest = None;
+    while let Some((at, room)) = store.touches.pop_front() {
+        if store.windows.get(&room).is_some_and(|w| w.touched == at) {
+            stalest = Some(room);
+            break;
+        }
+    }
+    let Some(room) = stalest else {
         return;
     };
     if let Some(window) = store.windows.remove(&room) {
@@ -162,6 +166,17 @@ fn drop_stalest_window(store: &mut Store) {
         let newest = window.packets.back().map(|p| p.offset).or(window.horizon);
         store.windows_dropped = store.windows_dropped.max(newest);
     }
+}
+
+/// Keeps only each window's last touch in the touch log, oldest first.
+fn compact_touches(store: &mut Store) {
+    let mut last: Vec<(Instant, Room)> = store
+        .windows
+        .iter()
+        .map(|(r, w)| (w.touched, r.clone()))
+        .collect();
+    last.sort_by_key(|(at, _)| *at);
+    store.touches = last.into();
 }
 
 /// Refuses a restore from an offset older than the session's last room change.
@@ -332,6 +347,9 @@ struct Store {
     rebase: bool,
     /// Rooms with a window of their own.
     windows: HashMap<Room, Window>,
+    /// Every write to a window, oldest first (entries a later write made stale are skipped
+    /// and compacted away): which window was written to least recently.
+    touches: VecDeque<(Instant, Room)>,
     window_bytes: usize,
     /// The newest packet of any window that was dropped whole.
     windows_dropped: Option<Key>,
@@ -583,6 +601,10 @@ impl Recovery {
             });
             window.bytes += bytes;
             window.touched = now;
+            store.touches.push_back((now, room.clone()));
+            if store.touches.len() > 2 * store.windows.len() + 64 {
+                compact_touches(store);
+            }
             store.window_bytes += bytes;
             self.trim_window(store, room, now);
         }
@@ -1403,6 +1425,33 @@ mod tests {
             fresh.resume(claim, |x| x.map(drop)).unwrap_err(),
             Failure::Unavailable
         );
+    }
+
+    /// Past the bound on windows the one written to least recently goes, found without a
+    /// scan, and the touch log stays within a small multiple of the windows.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_written_to_least_recently_goes_first() {
+        let r = Recovery::new(RecoveryConfig {
+            rooms: vec![RoomWindow {
+                pattern: "*".into(),
+                size: 2,
+                ttl: Duration::from_secs(60),
+            }],
+            ..Default::default()
+        });
+        for i in 0..MAX_WINDOWS {
+            record(&r, 0, &opts(&[format!("r{i}").as_str()], &[]));
+            tokio::time::advance(Duration::from_micros(1)).await;
+        }
+        record(&r, 1, &opts(&["r0"], &[]));
+        tokio::time::advance(Duration::from_micros(1)).await;
+        record(&r, 2, &opts(&["new"], &[]));
+        let store = r.store.lock();
+        assert_eq!(store.windows.len(), MAX_WINDOWS);
+        assert!(store.windows.contains_key("r0"), "written to again: kept");
+        assert!(!store.windows.contains_key("r1"), "the stalest went");
+        assert!(store.windows.contains_key("new"));
+        assert!(store.touches.len() <= 2 * store.windows.len() + 64);
     }
 
     /// A room window dropped by the bounds and written to again does not claim to hold what
