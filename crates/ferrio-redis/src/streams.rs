@@ -710,13 +710,8 @@ async fn run_reader(
         backoff.reset();
         loop {
             let at = last.clone().unwrap_or_else(|| "$".into());
-            // The stream's oldest entry, asked just before each read: when trimming has
-            // overtaken this node (it fell more than the stream's length behind), what lay
-            // between is lost to it, and its recovery caches must not claim it.
-            let mut pipe = redis::pipe();
-            pipe.cmd("EVAL").arg(OLDEST_ID).arg(1).arg(&opts.stream);
-            pipe.cmd("XREAD")
-                .arg("COUNT")
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
                 .arg(opts.read_count)
                 .arg("BLOCK")
                 .arg(opts.block.as_millis() as u64)
@@ -724,30 +719,48 @@ async fn run_reader(
                 .arg(&opts.stream)
                 .arg(&at);
             let answer = tokio::select! {
-                a = conn.req_packed_commands(&pipe, 0, 2) => a,
+                a = conn.req_packed_command(&cmd) => a,
                 _ = stop.changed() => return,
             };
-            let (oldest, answer) = match answer {
-                Ok(mut answers) if answers.len() == 2 => {
-                    let answer = answers.pop().unwrap_or(Value::Nil);
-                    let oldest = text(&answers[0]).as_deref().and_then(parse_id);
-                    (oldest, answer)
-                }
-                Ok(_) => continue,
+            let answer = match answer {
+                Ok(answer) => answer,
                 Err(e) => {
                     down_since = Some(tokio::time::Instant::now());
                     tracing::warn!(error = e.to_string(), "redis stream reader disconnected");
                     break;
                 }
             };
-            let Some(hub) = hub.upgrade() else { return };
-            if overtaken(last.as_deref(), oldest) {
-                tracing::warn!(
-                    "the redis stream was trimmed past this node's reader: entries were lost to it"
-                );
-                hub.each(RedisAdapter::stream_broke);
+            // A read that may have crossed a trimmed stretch (the reader fell more than the
+            // stream's length behind): a full batch, or any batch when the stream keeps fewer
+            // entries than a batch. Before its entries are delivered, the stream's oldest id
+            // says whether entries after the reader's position were trimmed before it got
+            // them; then its recovery caches must not claim them.
+            let entries = entries_in(&answer);
+            let suspect =
+                !entries.is_empty() && (entries.len() >= opts.read_count || opts.max_len < opts.read_count);
+            if suspect {
+                let oldest = match conn
+                    .req_packed_command(redis::cmd("EVAL").arg(OLDEST_ID).arg(1).arg(&opts.stream))
+                    .await
+                {
+                    Ok(id) => text(&id).as_deref().and_then(parse_id),
+                    Err(e) => {
+                        down_since = Some(tokio::time::Instant::now());
+                        tracing::warn!(error = e.to_string(), "redis stream reader disconnected");
+                        break;
+                    }
+                };
+                if overtaken(last.as_deref(), oldest) {
+                    tracing::warn!(
+                        "the redis stream was trimmed past this node's reader: entries were lost to it"
+                    );
+                    if let Some(hub) = hub.upgrade() {
+                        hub.each(RedisAdapter::stream_broke);
+                    }
+                }
             }
-            for value in entries_in(&answer) {
+            let Some(hub) = hub.upgrade() else { return };
+            for value in entries {
                 match parse_entry(value) {
                     Ok(entry) => {
                         last = Some(entry.id.clone());

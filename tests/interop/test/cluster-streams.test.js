@@ -295,8 +295,8 @@ describe('streams mode: each room keeps its own window, on any node', { skip }, 
 
   before(async () => {
     redis = await procs.startRedis();
-    // A stream that keeps almost nothing and a namespace window of 5: only the rooms' own
-    // windows (20 each) can prove a session complete.
+    // A short stream (MAXLEN ~ 200: Redis keeps 200 to 300 entries) and a namespace window of
+    // 5: only the rooms' own windows (20 each) can prove a session complete.
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrio-windows-'));
     const config = path.join(dir, 'ferrio.toml');
     fs.writeFileSync(config, [
@@ -307,7 +307,7 @@ describe('streams mode: each room keeps its own window, on any node', { skip }, 
       FERRIO_RECOVERY__ENABLED: 'true',
       FERRIO_RECOVERY__MAX_DISCONNECTION_DURATION: '30s',
       FERRIO_RECOVERY__MAX_PACKETS: '5',
-      FERRIO_CLUSTER__STREAM_MAX_LEN: '1',
+      FERRIO_CLUSTER__STREAM_MAX_LEN: '200',
     };
     nodes = await Promise.all([1, 2].map((i) => startServeNode({
       redis, mode: 'streams', name: `w${i}`, env, args: ['--config', config],
@@ -343,10 +343,10 @@ describe('streams mode: each room keeps its own window, on any node', { skip }, 
     nodes[0].child.kill('SIGKILL');
     await until('disconnect', () => !quiet.connected && !busy.connected);
     proxy.point(nodes[1].port);
-    // 300 messages to the busy room: far past the stream's length and its own window.
-    for (let n = 1; n <= 300; n++) {
+    // 600 messages to the busy room: past the stream's length and far past its own window.
+    for (let n = 1; n <= 600; n++) {
       await ack(publisher, 'publish', { room: 'busy:1', event: 'b', data: n });
-      if (n % 100 === 0) await ack(publisher, 'publish', { room: 'quiet:1', event: 'q', data: n / 100 });
+      if (n % 200 === 0) await ack(publisher, 'publish', { room: 'quiet:1', event: 'q', data: n / 200 });
     }
     for (const s of [quiet, busy]) { s.io.reconnection(true); s.connect(); }
     await Promise.all([connected(quiet), connected(busy)]);
@@ -372,12 +372,12 @@ describe('streams mode: a node whose reader was overtaken by trimming refuses', 
 
   before(async () => {
     redis = await procs.startRedis();
-    // A stream of about one macro node (MAXLEN ~ 1) and a namespace window that holds it all:
-    // only the reader's position can tell that node 2 missed entries.
+    // A short stream (MAXLEN ~ 200) and a namespace window that holds everything: only the
+    // reader's position can tell that node 2 missed entries.
     const env = {
       FERRIO_RECOVERY__ENABLED: 'true',
       FERRIO_RECOVERY__MAX_DISCONNECTION_DURATION: '30s',
-      FERRIO_CLUSTER__STREAM_MAX_LEN: '1',
+      FERRIO_CLUSTER__STREAM_MAX_LEN: '200',
     };
     nodes = await Promise.all([1, 2, 3].map((i) => startServeNode({ redis, mode: 'streams', name: `o${i}`, env })));
     await waitReadyz(nodes);
@@ -403,13 +403,13 @@ describe('streams mode: a node whose reader was overtaken by trimming refuses', 
     const id = client.id;
     await sleep(200); // node 2 has read it too
 
-    // Node 2 stops reading; the client's node dies; 600 messages trim the stream far past
+    // Node 2 stops reading; the client's node dies; 1,000 messages trim the stream far past
     // where node 2 stands; node 2 reads on.
     nodes[1].pause();
     client.io.reconnection(false);
     nodes[0].child.kill('SIGKILL');
     await until('disconnect', () => !client.connected);
-    for (let n = 1; n <= 600; n++) {
+    for (let n = 1; n <= 1000; n++) {
       assert.deepEqual(await ack(publisher, 'publish', { room: 'o', event: 'o', data: n }), { ok: true });
     }
     nodes[1].resume();
