@@ -196,6 +196,9 @@ pub fn parse_log_id(text: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// What a claimed session missed, by offset (so in order, each packet once).
+type Missed = std::collections::BTreeMap<Key, EncodedPacket>;
+
 /// The key just before a shared log's entry `id`.
 fn before((ms, seq): Key) -> Key {
     match seq {
@@ -757,7 +760,7 @@ impl Recovery {
     }
 
     /// Whether everything after `offset` is still here and nothing bypassed the store.
-    fn check(&self, store: &Store, offset: Key) -> Result<usize, Failure> {
+    fn check(&self, store: &Store, offset: Key) -> Result<(), Failure> {
         if offset >= (0, store.next_offset) {
             return Err(Failure::UnknownOffset);
         }
@@ -768,7 +771,7 @@ impl Recovery {
         if store.horizon.is_some_and(|h| h > offset) {
             return Err(Failure::HistoryTrimmed);
         }
-        Ok(store.packets.partition_point(|p| p.offset <= offset))
+        Ok(())
     }
 
     /// Collects what a claimed session missed and hands it to `attach` while no packet of the
@@ -808,32 +811,52 @@ impl Recovery {
     }
 
     fn collect_local(&self, store: &mut Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
-        let start = self.check(store, claim.offset)?;
+        self.check(store, claim.offset)?;
+        let mut missed = Missed::default();
+        self.gather_cached(store, claim, claim.offset, (u64::MAX, u64::MAX), &mut missed)?;
+        Ok(missed.into_values().collect())
+    }
+
+    /// Adds to `missed` what this node's cache holds for a claimed session after `from` and up
+    /// to `upto`: the namespace's window and the session's rooms' own, each of which must still
+    /// hold everything after `from`.
+    fn gather_cached(
+        &self,
+        store: &mut Store,
+        claim: &Claim,
+        from: Key,
+        upto: Key,
+        missed: &mut Missed,
+    ) -> Result<(), Failure> {
         let now = Instant::now();
         for room in &claim.rooms {
-            if !self.covers(store, room, claim.offset, now) {
+            if !self.covers(store, room, from, now) {
                 return Err(Failure::HistoryTrimmed);
             }
         }
-        let own = Room::from(claim.sid.as_str());
-        let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
-        // The namespace's window and the session's rooms' own, in offset order, each once.
-        let mut missed = std::collections::BTreeMap::new();
         let windows = claim.rooms.iter().filter_map(|r| store.windows.get(r));
-        let sources = std::iter::once(store.packets.range(start..)).chain(windows.map(|w| {
-            let from = w.packets.partition_point(|p| p.offset <= claim.offset);
-            w.packets.range(from..)
-        }));
-        for p in sources.flatten() {
-            let addressed = p.rooms.is_empty() || in_rooms(&p.rooms);
-            if addressed && !in_rooms(&p.except) && !missed.contains_key(&p.offset) {
-                if missed.len() == self.config.max_missed_packets {
-                    return Err(Failure::TooManyMissed);
-                }
-                missed.insert(p.offset, p.packet.clone());
+        for packets in std::iter::once(&store.packets).chain(windows.map(|w| &w.packets)) {
+            let start = packets.partition_point(|p| p.offset <= from);
+            for p in packets.range(start..).take_while(|p| p.offset <= upto) {
+                self.add_missed(missed, claim, p)?;
             }
         }
-        Ok(missed.into_values().collect())
+        Ok(())
+    }
+
+    /// Adds a packet to what a claimed session missed if it was addressed to the session (and
+    /// not there yet), within `max_missed_packets`.
+    fn add_missed(&self, missed: &mut Missed, claim: &Claim, p: &StoredPacket) -> Result<(), Failure> {
+        let own = Room::from(claim.sid.as_str());
+        let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
+        let addressed = (p.rooms.is_empty() || in_rooms(&p.rooms)) && !in_rooms(&p.except);
+        if addressed && !missed.contains_key(&p.offset) {
+            if missed.len() == self.config.max_missed_packets {
+                return Err(Failure::TooManyMissed);
+            }
+            missed.insert(p.offset, p.packet.clone());
+        }
+        Ok(())
     }
 
     /// The packets kept in a room's own window: the first `limit` after `since`, or without
@@ -909,13 +932,13 @@ impl Recovery {
     ) -> usize {
         let now = Instant::now();
         let mut store = self.store.lock();
-        match store.delivered {
-            Some(d) if id <= d => return 0,
-            // The first entry after a break: whatever came between may never reach it.
-            Some(_) if store.rebase => store.blind = store.blind.max(Some(before(id))),
-            Some(_) => {}
-            // The first entry this node reads: whatever came before may never reach it.
-            None => store.blind = store.blind.max(Some(before(id))),
+        if store.delivered.is_some_and(|d| id <= d) {
+            return 0;
+        }
+        // The first entry this node reads, or the first after a break: whatever came before
+        // may never reach it.
+        if store.delivered.is_none() || store.rebase {
+            store.blind = store.blind.max(Some(before(id)));
         }
         store.rebase = false;
         store.delivered = Some(id);
@@ -998,9 +1021,6 @@ impl Recovery {
     /// this node delivered, then this node's cache after it (the namespace's window and the
     /// windows of the session's rooms, each of which must hold everything after that point).
     fn collect_logged(&self, store: &mut Store, claim: &Claim) -> Result<Vec<EncodedPacket>, Failure> {
-        let own = Room::from(claim.sid.as_str());
-        let in_rooms = |rooms: &[Room]| rooms.iter().any(|r| *r == own || claim.rooms.contains(r));
-        let wanted = |p: &StoredPacket| (p.rooms.is_empty() || in_rooms(&p.rooms)) && !in_rooms(&p.except);
         // Nothing delivered here yet: where the node reads the log (every later entry will
         // come), or, before it knows, nothing can be proven.
         let delivered = match store.delivered {
@@ -1012,23 +1032,13 @@ impl Recovery {
                 .and_then(|p| parse_log_id(&p))
                 .ok_or(Failure::Unavailable)?,
         };
-        let mut missed = std::collections::BTreeMap::new();
-        let mut push = |p: &StoredPacket| {
-            if missed.contains_key(&p.offset) {
-                return Ok(());
-            }
-            if missed.len() == self.config.max_missed_packets {
-                return Err(Failure::TooManyMissed);
-            }
-            missed.insert(p.offset, p.packet.clone());
-            Ok(())
-        };
+        let mut missed = Missed::default();
         let from = match &claim.read {
             Some((read, until)) => {
                 // Entries read but not yet delivered here reach the socket live, after it
                 // joins its rooms.
-                for p in read.iter().filter(|p| p.offset <= delivered && wanted(p)) {
-                    push(p)?;
+                for p in read.iter().filter(|p| p.offset <= delivered) {
+                    self.add_missed(&mut missed, claim, p)?;
                 }
                 (*until).max(claim.offset)
             }
@@ -1039,22 +1049,7 @@ impl Recovery {
             if hidden(store.blind) || hidden(store.horizon) {
                 return Err(Failure::HistoryTrimmed);
             }
-            let now = Instant::now();
-            for room in &claim.rooms {
-                if !self.covers(store, room, from, now) {
-                    return Err(Failure::HistoryTrimmed);
-                }
-            }
-            let windows = claim.rooms.iter().filter_map(|r| store.windows.get(r));
-            let sources = std::iter::once(&store.packets).chain(windows.map(|w| &w.packets));
-            for packets in sources {
-                let start = packets.partition_point(|p| p.offset <= from);
-                for p in packets.range(start..) {
-                    if p.offset <= delivered && wanted(p) {
-                        push(p)?;
-                    }
-                }
-            }
+            self.gather_cached(store, claim, from, delivered, &mut missed)?;
         }
         Ok(missed.into_values().collect())
     }
